@@ -1,0 +1,1 @@
+"""Thin DVC entry points: load params → call unildiff → write outs."""

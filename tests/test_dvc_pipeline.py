@@ -1,0 +1,58 @@
+"""Smoke run of the whole DVC pipeline (every stage of dvc.yaml) on the smoke configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.smoke_repo import REPO_ROOT, make_smoke_repo, run
+
+pytestmark = pytest.mark.slow
+
+
+def _declared_stages() -> list[str]:
+    return list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"])
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the repository on which ``dvc repro`` has run with the smoke params.
+
+    With ``UNILDIFF_SMOKE_DIR`` set (as ``.ci/run`` does) the copy is kept there so the metric gate can
+    read its ``reports/metrics.json`` afterwards.
+    """
+    kept = os.environ.get("UNILDIFF_SMOKE_DIR")
+    repo = Path(kept).resolve() if kept else tmp_path_factory.mktemp("smoke") / "repo"
+    if repo.exists():
+        shutil.rmtree(repo)
+    make_smoke_repo(repo)
+    run(["dvc", "repro"], repo)
+    return repo
+
+
+def test_every_stage_ran_and_is_up_to_date(smoke_repo: Path) -> None:
+    lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
+    assert sorted(lock["stages"]) == sorted(_declared_stages())
+    status = json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout or "{}")
+    assert status == {}, f"pipeline not up to date after repro: {status}"
+
+
+def test_second_repro_runs_nothing(smoke_repo: Path) -> None:
+    output = run(["dvc", "repro"], smoke_repo).stdout
+    assert "Running stage" not in output, output
+
+
+def test_metrics_have_restored_and_baseline_rows(smoke_repo: Path) -> None:
+    metrics_path = smoke_repo / "reports" / "metrics.json"
+    if "evaluate" not in _declared_stages():
+        pytest.skip("the evaluate stage is not declared in dvc.yaml")
+    metrics = json.loads(metrics_path.read_text())
+    for row in ("restored", "input"):
+        assert row in metrics, f"metrics.json lacks the {row!r} row: {sorted(metrics)}"
+        assert 0.0 < metrics[row]["avg"]["psnr"] < 100.0
+        assert 0.0 < metrics[row]["avg"]["ssim"] <= 1.0
