@@ -30,7 +30,7 @@ def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def build(cls: type[ConfigT], values: Any, name: str) -> ConfigT:
-    """Build dataclass ``cls`` from a mapping; unknown or ill-typed keys raise ConfigError naming ``name.key``."""
+    """Build dataclass ``cls`` from a mapping; a bad key raises ConfigError naming ``name.key``."""
     if not isinstance(values, dict):
         raise ConfigError(f"{name} must be a mapping, got {type(values).__name__}")
     fields = {field.name: field for field in dataclasses.fields(cls)}

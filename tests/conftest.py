@@ -16,7 +16,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     has_tensorrt = importlib.util.find_spec("tensorrt") is not None
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
-            item.add_marker(pytest.mark.skip(reason="needs a CUDA device; torch.cuda.is_available() is False"))
+            reason = "needs a CUDA device; torch.cuda.is_available() is False"
+            item.add_marker(pytest.mark.skip(reason=reason))
         if "tensorrt" in item.keywords and not (has_tensorrt and has_cuda):
             reason = "TensorRT is not installed" if not has_tensorrt else "TensorRT needs a CUDA device"
             item.add_marker(pytest.mark.skip(reason=reason))

@@ -60,7 +60,7 @@ def make_smoke_repo(destination: Path) -> Path:
 
 
 def run(command: list[str], cwd: Path, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` in ``cwd`` with this interpreter's bin dir first on PATH; raise with its output on failure."""
+    """Run ``command`` in ``cwd`` with this interpreter's bin dir first on PATH; raise on failure."""
     environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     environment["PYTHONPATH"] = str(cwd)

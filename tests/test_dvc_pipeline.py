@@ -38,7 +38,7 @@ def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_every_stage_ran_and_is_up_to_date(smoke_repo: Path) -> None:
     lock = yaml.safe_load((smoke_repo / "dvc.lock").read_text())
     assert sorted(lock["stages"]) == sorted(_declared_stages())
-    status = json.loads(run(["dvc", "status", "--json"], smoke_repo).stdout or "{}")
+    status = json.loads(run(["dvc", "status", "--json", "dvc.yaml"], smoke_repo).stdout or "{}")
     assert status == {}, f"pipeline not up to date after repro: {status}"
 
 

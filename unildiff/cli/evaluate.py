@@ -1,7 +1,116 @@
-"""CLI commands of the evaluate area (placeholder until that area lands)."""
+"""``unildiff evaluate`` (score trained weights on the test split) and ``unildiff check-metrics``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from unildiff.cli._errors import reported_errors
+from unildiff.cli.restore import DEFAULT_PRIOR, DEFAULT_STAGE1, DEFAULT_STAGE2
+
+
+def read_gate_config(params_file: Path):
+    """Build the typed GateConfig from the ``gate`` section of ``params_file`` (the CLI reads the file)."""
+    import yaml
+
+    from unildiff.errors import ConfigError
+    from unildiff.gate import GateConfig, GateRule
+
+    if not params_file.is_file():
+        raise ConfigError(f"params file not found: {params_file}")
+    section = (yaml.safe_load(params_file.read_text()) or {}).get("gate")
+    if not isinstance(section, dict):
+        raise ConfigError(f"{params_file} has no gate section")
+    unknown = sorted(set(section) - {"metrics_file", "rules"})
+    if unknown:
+        raise ConfigError(f"unknown param gate.{unknown[0]} (valid: metrics_file, rules)")
+    rules = []
+    for index, rule in enumerate(section.get("rules") or []):
+        if not isinstance(rule, dict) or "metric" not in rule:
+            raise ConfigError(f"gate.rules[{index}] must be a mapping with a metric key")
+        extra = sorted(set(rule) - {"metric", "direction", "tolerance"})
+        if extra:
+            raise ConfigError(
+                f"unknown param gate.rules[{index}].{extra[0]} (valid: metric, direction, tolerance)"
+            )
+        rules.append(
+            GateRule(
+                str(rule["metric"]), str(rule.get("direction", "higher")), float(rule.get("tolerance", 0.0))
+            )
+        )
+    return GateConfig(str(section.get("metrics_file", "reports/metrics.json")), tuple(rules))
+
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``evaluate`` and ``check-metrics`` to ``app``."""
+
+    @app.command()
+    def evaluate(
+        prepared: Annotated[Path, typer.Option(help="Prepared data folder.")] = Path("data/prepared"),
+        reports: Annotated[Path, typer.Option(help="Reports folder.")] = Path("reports"),
+        metric: Annotated[list[str] | None, typer.Option(help="Metric (repeatable); default: all.")] = None,
+        y_channel: Annotated[bool, typer.Option(help="PSNR/SSIM on the Y channel.")] = False,
+        max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
+        steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+        cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        prior: Annotated[Path, typer.Option(help="Prior folder.")] = DEFAULT_PRIOR,
+        stage1: Annotated[Path, typer.Option(help="Stage-1 weights.")] = DEFAULT_STAGE1,
+        stage2: Annotated[Path, typer.Option(help="Stage-2 weights.")] = DEFAULT_STAGE2,
+    ) -> None:
+        """Score the model, the degraded input and the ablations on the test split; write reports/."""
+        with reported_errors():
+            from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
+            from unildiff.evaluation.reports import write_reports
+            from unildiff.pipeline import SamplingConfig
+
+            config = EvaluateConfig(
+                max_images=max_images, y_channel=y_channel, **({"metrics": tuple(metric)} if metric else {})
+            )
+            sampling = SamplingConfig(steps=steps, cfg=cfg, seed=seed)
+            from unildiff.models.bundle import load_trained_model
+
+            model = load_trained_model(prior, stage1, stage2)
+            payload = write_reports(evaluate_model(model, prepared, sampling, config), reports)
+            typer.echo(f"wrote {reports / 'metrics.json'}: restored {payload.get('restored', {}).get('avg')}")
+
+    @app.command("check-metrics")
+    def check_metrics_command(
+        rev: Annotated[str, typer.Option(help="Baseline git revision (via `dvc metrics diff`).")] = "HEAD",
+        baseline_file: Annotated[
+            Path | None, typer.Option(help="Baseline metrics JSON instead of a revision.")
+        ] = None,
+        params: Annotated[Path, typer.Option(help="Params file with the gate section.")] = Path(
+            "params.yaml"
+        ),
+        metrics_file: Annotated[
+            Path | None, typer.Option(help="Workspace metrics (default: gate.metrics_file).")
+        ] = None,
+    ) -> None:
+        """Fail (exit 1) when a gated metric is worse than the baseline by more than its tolerance."""
+        with reported_errors():
+            from unildiff.errors import ConfigError
+            from unildiff.gate import check_metrics, metrics_from_dvc, read_metrics_file
+
+            gate = read_gate_config(params)
+            if not gate.rules:
+                raise ConfigError(f"gate.rules in {params} is empty: nothing to check")
+            current_file = metrics_file or Path(gate.metrics_file)
+            if baseline_file is not None:
+                baseline, current = read_metrics_file(baseline_file), read_metrics_file(current_file)
+            else:
+                baseline, current = metrics_from_dvc(rev, str(current_file))
+            results = check_metrics(baseline, current, gate.rules)
+            failed = [result for result in results if result.failed]
+            for result in results:
+                typer.echo(result.describe(), err=result.failed)
+            if failed:
+                typer.echo(
+                    f"error: {len(failed)} metric(s) regressed: "
+                    + ", ".join(result.rule.metric for result in failed),
+                    err=True,
+                )
+                raise typer.Exit(1)
+            typer.echo(f"metrics gate passed ({len(results)} rule(s))")

@@ -1,7 +1,156 @@
-"""CLI commands of the export area (placeholder until that area lands)."""
+"""``unildiff export onnx|tensorrt`` and ``unildiff bench`` (deployment area)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from unildiff.cli._errors import reported_errors
+
+PRIOR_DIR = Path("models/prior")
+STAGE1_DIR = Path("models/stage1b")
+STAGE2_DIR = Path("models/stage2")
+ONNX_DIR = Path("export/onnx")
+ENGINE_DIR = Path("export/engines")
+
+export_app = typer.Typer(
+    help="Export the restoration graphs (ONNX; TensorRT engines on CUDA hosts).", no_args_is_help=True
+)
+
+
+@export_app.command("onnx")
+def export_onnx(
+    output: Annotated[Path, typer.Option(help="Folder of the ONNX graphs.")] = ONNX_DIR,
+    parity: Annotated[Path, typer.Option(help="Parity report (JSON).")] = Path("export/parity.json"),
+    prepared: Annotated[Path, typer.Option(help="Prepared data (test split images).")] = Path(
+        "data/prepared"
+    ),
+    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = PRIOR_DIR,
+    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = STAGE1_DIR,
+    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = STAGE2_DIR,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 18,
+    dynamo: Annotated[bool, typer.Option(help="Try torch.onnx.export(dynamo=True) first.")] = True,
+    parity_images: Annotated[int, typer.Option(help="Test images in the parity report.")] = 2,
+    parity_steps: Annotated[int, typer.Option(help="Sampling steps of the end-to-end parity.")] = 4,
+) -> None:
+    """Export lq_encoder, denoiser, decoder and the text encoders to ONNX and write the parity report."""
+    with reported_errors():
+        from unildiff.export.config import ExportConfig
+        from unildiff.export.run_export import export_and_check
+        from unildiff.models.bundle import load_trained_model
+        from unildiff.pipeline import SamplingConfig
+
+        config = ExportConfig(
+            opset=opset, prefer_dynamo=dynamo, parity_images=parity_images, parity_steps=parity_steps
+        )
+        model = load_trained_model(prior, stage1, stage2)
+        report = export_and_check(model, prepared, output, parity, SamplingConfig(), config)
+        typer.echo(f"wrote {output}; end-to-end PSNR(ORT, torch) >= {report['end_to_end']['min_psnr_db']} dB")
+
+
+@export_app.command("tensorrt")
+def export_tensorrt(
+    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs from `unildiff export onnx`.")] = ONNX_DIR,
+    engine_dir: Annotated[
+        Path, typer.Option(help="Engine root (a <gpu>_trt<version> folder is made).")
+    ] = ENGINE_DIR,
+    min_size: Annotated[int, typer.Option(help="Smallest image side of the profile.")] = 256,
+    opt_size: Annotated[int, typer.Option(help="Image side TensorRT optimises for.")] = 512,
+    max_size: Annotated[int, typer.Option(help="Largest image side of the profile.")] = 1024,
+    max_images: Annotated[int, typer.Option(help="Images per call (denoiser batch = 2x for CFG).")] = 1,
+    denoiser_precision: Annotated[str, typer.Option(help="fp16 | tf32 | fp32.")] = "fp16",
+    decoder_precision: Annotated[
+        str, typer.Option(help="tf32 | fp32 | fp16 (SDXL overflows in fp16).")
+    ] = "tf32",
+    workspace_gib: Annotated[float, typer.Option(help="Builder workspace (GiB).")] = 8.0,
+) -> None:
+    """Build TensorRT engines (CUDA + TensorRT 10 only; elsewhere one line and exit 1)."""
+    with reported_errors():
+        from unildiff.export.config import TensorRTConfig, TensorRTProfileConfig
+        from unildiff.export.tensorrt_build import build_engines
+
+        profile = TensorRTProfileConfig(
+            min_image_size=min_size, opt_image_size=opt_size, max_image_size=max_size, max_images=max_images
+        )
+        config = TensorRTConfig(
+            profile=profile,
+            denoiser_precision=denoiser_precision,
+            decoder_precision=decoder_precision,
+            workspace_gib=workspace_gib,
+        )
+        typer.echo(f"wrote {build_engines(onnx_dir, engine_dir, config)}")
+
+
+def bench(
+    output: Annotated[Path, typer.Option(help="Report (JSON).")] = Path("reports/bench.json"),
+    sizes: Annotated[list[int], typer.Option("--size", help="Square image side; repeat for several.")] = [64],  # noqa: B006
+    steps: Annotated[list[int], typer.Option("--steps", help="Sampling steps; repeat for several.")] = [4],  # noqa: B006
+    backends: Annotated[list[str], typer.Option("--backend", help="torch | onnxruntime | tensorrt.")] = [  # noqa: B006
+        "torch",
+        "onnxruntime",
+        "tensorrt",
+    ],
+    repeats: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (torch backend, CUDA).")] = "fp32",
+    cfg: Annotated[
+        float, typer.Option(help="Guidance scale (> 1: conditional + unconditional batch).")
+    ] = 5.0,
+    intra_op_threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = default).")] = 0,
+    ort_optimization: Annotated[str, typer.Option(help="disable | basic | extended | all.")] = "all",
+    sdxl_size: Annotated[
+        bool,
+        typer.Option(
+            "--sdxl-size",
+            help="Random-weight SDXL-size model (torch only; for GPU timings without SDXL weights).",
+        ),
+    ] = False,
+    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs.")] = ONNX_DIR,
+    engine_dir: Annotated[Path, typer.Option(help="TensorRT engine root.")] = ENGINE_DIR,
+    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = PRIOR_DIR,
+    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = STAGE1_DIR,
+    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = STAGE2_DIR,
+) -> None:
+    """Time the LQ encoder, one CFG denoiser step, the decoder and the whole pipeline per backend."""
+    with reported_errors():
+        from unildiff.export.bench import run_bench, write_bench
+        from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
+        from unildiff.pipeline import SamplingConfig
+
+        config = BenchConfig(
+            sizes=tuple(sizes),
+            steps=tuple(steps),
+            repeats=repeats,
+            warmup=warmup,
+            backends=tuple(backends),
+            device=device,
+            dtype=dtype,
+            onnxruntime=OnnxRuntimeConfig(intra_op_threads=intra_op_threads, optimization=ort_optimization),
+        )
+        if sdxl_size:
+            from unildiff.export.sdxl_size import build_sdxl_size_model
+
+            model = build_sdxl_size_model(device)
+        else:
+            from unildiff.models.bundle import load_trained_model
+
+            model = load_trained_model(prior, stage1, stage2)
+        report = run_bench(model, config, SamplingConfig(cfg=cfg), onnx_dir=onnx_dir, engine_dir=engine_dir)
+        write_bench(report, output)
+        for backend, rows in report["end_to_end"].items():
+            for key, row in rows.items():
+                typer.echo(
+                    f"{backend:>12} {key:>16}: {row['median_ms']:10.2f} ms, "
+                    f"loop overhead {row['loop_overhead_percent']:.2f}%"
+                )
+        for backend, reason in report["skipped"].items():
+            typer.echo(f"{backend:>12}: skipped ({reason})")
+
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``export onnx|tensorrt`` and ``bench`` to ``app``."""
+    app.add_typer(export_app, name="export")
+    app.command("bench")(bench)

@@ -1,7 +1,129 @@
-"""CLI commands of the restore area (placeholder until that area lands)."""
+"""``unildiff restore``: restore image files and folders with trained weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from unildiff.cli._errors import reported_errors
+
+DEFAULT_PRIOR = Path("models/prior")
+DEFAULT_STAGE1 = Path("models/stage1b")
+DEFAULT_STAGE2 = Path("models/stage2")
+
+
+def build_pipeline(
+    backend: str,
+    sampling,
+    prior_dir: Path,
+    stage1_dir: Path,
+    stage2_dir: Path,
+    onnx_dir: Path,
+    engine_dir: Path,
+    device: str,
+):
+    """A RestorationPipeline for ``backend`` (torch modules, or exported graphs + torch text encoders)."""
+    import functools
+
+    from unildiff.pipeline import Backend, RestorationPipeline, make_scheduler
+
+    kind = Backend(backend)
+    if kind is Backend.TORCH:
+        from unildiff.models.bundle import load_trained_model
+
+        model = load_trained_model(prior_dir, stage1_dir, stage2_dir)
+        for module in (
+            model.prior.vae,
+            model.unet,
+            model.prior.text_encoder,
+            model.prior.text_encoder_2,
+            model.lq_encoder,
+            model.daff,
+            model.decoder,
+        ):
+            module.to(device)
+        return RestorationPipeline.from_model(model, sampling)
+    from unildiff.export.backends import open_graphs
+    from unildiff.models.prior import load_prior
+    from unildiff.models.text import encode_prompt
+
+    graphs = open_graphs(kind, onnx_dir=onnx_dir, engine_dir=engine_dir, device=device)
+    prior = load_prior(prior_dir)
+    scheduler = make_scheduler(sampling.scheduler, prior.scheduler.config)
+    return RestorationPipeline(graphs, functools.partial(encode_prompt, prior), scheduler, sampling)
+
 
 def register(app: typer.Typer) -> None:
-    """Add this area's commands to ``app``."""
+    """Add ``restore`` to ``app``."""
+
+    @app.command()
+    def restore(
+        inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders to restore.")],
+        output: Annotated[
+            Path, typer.Option("--output", "-o", help="Output folder (never an input folder).")
+        ],
+        task: Annotated[str, typer.Option(help='Task prompt, e.g. "remove rain".')] = "",
+        no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Prompt-free restoration.")] = False,
+        steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
+        cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
+        seed: Annotated[int, typer.Option(help="Seed of the initial noise.")] = 0,
+        tile: Annotated[int, typer.Option(help="Tile side in pixels for large images (0 = off).")] = 0,
+        tile_overlap: Annotated[int, typer.Option(help="Tile overlap in pixels.")] = 32,
+        scheduler: Annotated[str, typer.Option(help="euler | euler_ancestral | ddim | dpmsolver.")] = "euler",
+        start: Annotated[str, typer.Option(help="lq (noised LQ latent) | noise.")] = "lq",
+        strength: Annotated[
+            float, typer.Option(help="Fraction of the schedule run from the LQ latent.")
+        ] = 1.0,
+        color_fix: Annotated[str, typer.Option(help="none | wavelet | adain.")] = "none",
+        backend: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt.")] = "torch",
+        device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
+        max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 64
+        * 1024
+        * 1024,
+        prior: Annotated[Path, typer.Option(help="Prior folder (diffusers layout).")] = DEFAULT_PRIOR,
+        stage1: Annotated[
+            Path, typer.Option(help="Stage-1 weights (lq_encoder, daff, unet).")
+        ] = DEFAULT_STAGE1,
+        stage2: Annotated[Path, typer.Option(help="Stage-2 weights (DAEM decoder).")] = DEFAULT_STAGE2,
+        onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs (onnxruntime/tensorrt backends).")] = Path(
+            "export/onnx"
+        ),
+        engine_dir: Annotated[Path, typer.Option(help="TensorRT engines.")] = Path("export/engines"),
+    ) -> None:
+        """Restore images; outputs keep each input's size and mode. Exit code 1 if any file failed."""
+        from unildiff.errors import ConfigError
+
+        with reported_errors():
+            if no_prompt and task:
+                raise ConfigError("--task and --no-prompt exclude each other")
+            if backend not in ("torch", "onnxruntime", "tensorrt"):
+                raise ConfigError(f"unknown --backend {backend!r} (valid: torch, onnxruntime, tensorrt)")
+            from unildiff.pipeline import SamplingConfig
+            from unildiff.restore import plan_jobs, restore_files
+
+            sampling = SamplingConfig(
+                scheduler=scheduler,
+                steps=steps,
+                cfg=cfg,
+                start=start,
+                strength=strength,
+                seed=seed,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                color_fix=color_fix,
+            )
+            plan_jobs(inputs, output)  # refuse bad outputs before loading any weights
+            pipeline = build_pipeline(backend, sampling, prior, stage1, stage2, onnx_dir, engine_dir, device)
+            summary = restore_files(
+                pipeline, inputs, output, "" if no_prompt else task, seed, max_pixels, device
+            )
+            typer.echo(f"restored {len(summary.written)} image(s) into {output}")
+            if summary.failed:
+                typer.echo(
+                    f"error: {len(summary.failed)} file(s) failed: "
+                    + ", ".join(str(path) for path, _ in summary.failed),
+                    err=True,
+                )
+                raise typer.Exit(1)

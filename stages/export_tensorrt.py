@@ -1,0 +1,21 @@
+"""DVC stage ``export_tensorrt`` (deploy/dvc.yaml, CUDA hosts only): ONNX graphs → TensorRT engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages._params import load_section, run_stage
+from unildiff.export.config import TensorRTConfig
+from unildiff.export.tensorrt_build import build_engines
+
+ONNX_DIR = Path("export/onnx")
+ENGINE_DIR = Path("export/engines")
+
+
+def main() -> None:
+    folder = build_engines(ONNX_DIR, ENGINE_DIR, load_section("tensorrt", TensorRTConfig))
+    print(f"TensorRT engines written to {folder}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,24 @@
+"""DVC stage ``prepare``: params ``data`` -> data/prepared/ (lq/gt PNGs + manifest.csv)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from stages._params import load_section, run_stage
+from unildiff.data.config import DataConfig
+from unildiff.data.prepare import prepare_dataset, task_count_table
+
+OUTPUT_DIR = Path("data/prepared")
+
+
+def main() -> None:
+    config = load_section("data", DataConfig)
+    console = Console()
+    rows = prepare_dataset(config, OUTPUT_DIR, console=console)
+    console.print(task_count_table(rows, title=f"{OUTPUT_DIR} ({config.setting}, source={config.source})"))
+
+
+if __name__ == "__main__":
+    run_stage(main)

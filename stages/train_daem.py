@@ -1,0 +1,51 @@
+"""DVC stage ``train_daem`` (stage 2): tune the VAE decoder + DAEM, L1 + λ1·(1−SSIM) + λ2·L_aux (eq. 10)."""
+
+from pathlib import Path
+
+from stages._params import load_section, read_params, run_stage
+
+PRIOR = Path("models/prior")
+CACHE = Path("models/cache/latents")
+OUTPUT = Path("models/stage2")
+CHECKPOINTS = Path("checkpoints/train_daem")
+LIVE = Path("dvclive/train_daem")
+
+
+def main() -> None:
+    from unildiff.models.config import DAEMConfig
+    from unildiff.training.config import Stage2Config, TrainConfig
+    from unildiff.training.launch import relaunch_with_accelerate
+
+    params = read_params()
+    train_config = load_section("train", TrainConfig, params)
+    config = load_section("stage2", Stage2Config, params)
+    daem_config = load_section("daem", DAEMConfig, params).validate()
+    if relaunch_with_accelerate(train_config, "stages.train_daem"):
+        return
+    from unildiff.models.decoder import DAEMDecoder
+    from unildiff.models.prior import load_prior
+    from unildiff.training.digest import digest_directory
+    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.loop import make_accelerator
+    from unildiff.training.stage2 import train_daem
+    from unildiff.utils.atomic import atomic_dir
+
+    accelerator = make_accelerator(train_config)
+    prior = load_prior(PRIOR)
+    cache = load_latent_cache(CACHE)
+    decoder = DAEMDecoder.from_vae(prior.vae, daem_config)
+    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
+    result = train_daem(
+        prior, decoder, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+    )
+    if accelerator.is_main_process:
+        with atomic_dir(OUTPUT) as temporary:
+            decoder.save_pretrained(temporary / "decoder", safe_serialization=True)
+        print(
+            f"train_daem: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,52 @@
+"""DVC stage ``train_daff`` (stage 1a): pre-train DAFF with everything else frozen (eq. 9)."""
+
+from pathlib import Path
+
+from stages._params import load_section, read_params, run_stage
+
+PRIOR = Path("models/prior")
+CACHE = Path("models/cache/latents")
+OUTPUT = Path("models/stage1a")
+CHECKPOINTS = Path("checkpoints/train_daff")
+LIVE = Path("dvclive/train_daff")
+
+
+def main() -> None:
+    from unildiff.models.config import DAFFConfig
+    from unildiff.training.config import Stage1aConfig, TrainConfig
+    from unildiff.training.launch import relaunch_with_accelerate
+
+    params = read_params()
+    train_config = load_section("train", TrainConfig, params)
+    config = load_section("stage1a", Stage1aConfig, params)
+    daff_config = load_section("daff", DAFFConfig, params).validate()
+    if relaunch_with_accelerate(train_config, "stages.train_daff"):
+        return
+    from unildiff.models.lq_encoder import LQEncoder
+    from unildiff.models.prior import load_prior
+    from unildiff.training.digest import digest_directory
+    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.loop import make_accelerator
+    from unildiff.training.stage1 import build_daff, train_daff
+    from unildiff.utils.atomic import atomic_dir
+
+    accelerator = make_accelerator(train_config)
+    prior = load_prior(PRIOR)
+    cache = load_latent_cache(CACHE)
+    lq_encoder = LQEncoder.from_vae(prior.vae)
+    daff = build_daff(prior, lq_encoder, daff_config)
+    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
+    result = train_daff(
+        prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+    )
+    if accelerator.is_main_process:
+        with atomic_dir(OUTPUT) as temporary:
+            daff.save_pretrained(temporary / "daff", safe_serialization=True)
+        print(
+            f"train_daff: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,57 @@
+"""DVC stage ``train_joint`` (stage 1b): fine-tune LQ encoder, DAFF and UNet, cosine decay (eq. 9)."""
+
+from pathlib import Path
+
+from stages._params import load_section, read_params, run_stage
+
+PRIOR = Path("models/prior")
+CACHE = Path("models/cache/latents")
+STAGE1A = Path("models/stage1a")
+OUTPUT = Path("models/stage1b")
+CHECKPOINTS = Path("checkpoints/train_joint")
+LIVE = Path("dvclive/train_joint")
+
+
+def main() -> None:
+    from unildiff.training.config import Stage1bConfig, TrainConfig
+    from unildiff.training.launch import relaunch_with_accelerate
+
+    params = read_params()
+    train_config = load_section("train", TrainConfig, params)
+    config = load_section("stage1b", Stage1bConfig, params)
+    if relaunch_with_accelerate(train_config, "stages.train_joint"):
+        return
+    from unildiff.errors import MissingArtifactError
+    from unildiff.models.daff import DAFF
+    from unildiff.models.lq_encoder import LQEncoder
+    from unildiff.models.prior import load_prior
+    from unildiff.training.digest import digest_directory
+    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.loop import make_accelerator
+    from unildiff.training.stage1 import train_joint
+    from unildiff.utils.atomic import atomic_dir
+
+    if not (STAGE1A / "daff").is_dir():
+        raise MissingArtifactError(f"{STAGE1A / 'daff'} is missing; run `dvc repro train_daff`")
+    accelerator = make_accelerator(train_config)
+    prior = load_prior(PRIOR)
+    cache = load_latent_cache(CACHE)
+    lq_encoder = LQEncoder.from_vae(prior.vae)
+    daff = DAFF.from_pretrained(STAGE1A / "daff", use_safetensors=True)
+    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE) + digest_directory(STAGE1A)
+    result = train_joint(
+        prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+    )
+    if accelerator.is_main_process:
+        with atomic_dir(OUTPUT) as temporary:
+            lq_encoder.save_pretrained(temporary / "lq_encoder", safe_serialization=True)
+            daff.save_pretrained(temporary / "daff", safe_serialization=True)
+            prior.unet.save_pretrained(temporary / "unet", safe_serialization=True)
+        print(
+            f"train_joint: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

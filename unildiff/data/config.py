@@ -1,0 +1,68 @@
+"""Typed configs of the data area, built by the stages from params.yaml's ``data`` and ``validate``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from unildiff.errors import ConfigError
+
+SOURCES = ("builtin", "folder")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Settings of the ``prepare`` stage.
+
+    Attributes:
+        setting: ``aio3`` | ``aio5`` | ``cdd11`` | ``custom``.
+        source: ``builtin`` (photos shipped with scikit-image/scikit-learn) or ``folder`` (``root``).
+        root: dataset root for ``source=folder``.
+        patch_size: side of the square training patches cut from the built-in photos.
+        test_patch_size: side of the test patches (larger, so padding/tiling is exercised).
+        train_pairs_per_task: built-in training pairs per task.
+        test_pairs_per_task: built-in test pairs per task.
+        test_fraction: fraction of the built-in source photos held out for test (split by photo).
+        source_short_side: built-in photos are resized so their short side is this (0 keeps them).
+        custom_prompt: prompt of the single task of the ``custom`` setting.
+        seed: seed of the split, the crops and the degradations.
+    """
+
+    setting: str = "aio3"
+    source: str = "builtin"
+    root: Path = Path("data/raw")
+    patch_size: int = 64
+    test_patch_size: int = 128
+    train_pairs_per_task: int = 100
+    test_pairs_per_task: int = 4
+    test_fraction: float = 0.25
+    source_short_side: int = 256
+    custom_prompt: str = "restore the image"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"unknown data.source {self.source!r} (valid: {', '.join(SOURCES)})")
+        for name in ("patch_size", "test_patch_size", "train_pairs_per_task", "test_pairs_per_task"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if self.source_short_side and self.source_short_side < max(self.patch_size, self.test_patch_size):
+            raise ConfigError(
+                f"data.source_short_side ({self.source_short_side}) must be 0 or >= the patch sizes "
+                f"({self.patch_size}, {self.test_patch_size})"
+            )
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Settings of the ``validate`` stage.
+
+    Attributes:
+        min_pairs_per_task: each task of the setting needs at least this many pairs in each split.
+        max_examples: offending rows quoted per failing expectation.
+    """
+
+    min_pairs_per_task: int = 2
+    max_examples: int = 5

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, ONNX Runtime and TensorRT backends, engine builds, benchmark."""

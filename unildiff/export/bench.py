@@ -1,0 +1,261 @@
+"""``unildiff bench``: time the three graphs and the whole pipeline on every available backend.
+
+Components per backend and size: the LQ encoder (batch 1), one denoiser step with CFG (batch 2) and
+the decoder (batch 1). End to end per step count: ``RestorationPipeline`` on one image, with the
+sampling-loop overhead (wall time not spent in graph calls or prompt encoding). Every backend gets
+the same inputs (computed once by the torch graphs); FLOPs are counted once on the torch modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from unildiff.errors import UniLDiffError
+from unildiff.export.config import BenchConfig
+from unildiff.export.timing import (
+    ComponentResult,
+    TimedGraphs,
+    config_description,
+    count_flops,
+    host_description,
+    measure,
+    synchronize,
+)
+from unildiff.utils.atomic import atomic_write_json
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PROMPT = "remove noise"
+
+
+class CastGraphs:
+    """Torch graphs run in ``dtype`` (bf16/fp16 on CUDA): inputs cast in, outputs cast back to float32."""
+
+    def __init__(self, graphs, dtype: torch.dtype) -> None:
+        self.graphs = graphs
+        self.dtype = dtype
+        self.pixel_multiple = graphs.pixel_multiple
+        for module in (graphs.conditioner, graphs.denoiser, graphs.decoder):
+            module.to(dtype)
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    def encode_lq(self, lq):
+        encoding = self.graphs.encode_lq(self._cast(lq))
+        return dataclasses.replace(
+            encoding,
+            lq_features=encoding.lq_features.float(),
+            lq_latent=encoding.lq_latent.float(),
+            skips=tuple(skip.float() for skip in encoding.skips),
+        )
+
+    def denoise(self, *args):
+        return self.graphs.denoise(*(self._cast(argument) for argument in args)).float()
+
+    def decode(self, latents, skips):
+        return self.graphs.decode(self._cast(latents), tuple(self._cast(skip) for skip in skips)).float()
+
+
+def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):
+    """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``."""
+    from unildiff.export.backends import open_graphs
+    from unildiff.pipeline import Backend, TorchGraphs
+
+    opened, skipped = {}, {}
+    for name in config.backends:
+        backend = Backend(name)
+        try:
+            if backend is Backend.TORCH:
+                graphs = TorchGraphs.from_model(model)
+                if config.dtype != "fp32":
+                    graphs = CastGraphs(graphs, TORCH_DTYPES[config.dtype])
+                opened[name] = graphs
+            else:
+                opened[name] = open_graphs(
+                    backend,
+                    onnx_dir=onnx_dir,
+                    engine_dir=engine_dir,
+                    device=config.device,
+                    onnxruntime=dataclasses.replace(
+                        config.onnxruntime,
+                        prefer_cuda=config.onnxruntime.prefer_cuda and config.device == "cuda",
+                    ),
+                )
+        except UniLDiffError as error:
+            skipped[name] = str(error)
+    return opened, skipped
+
+
+def _component_inputs(reference, prompt_encoder, size: int, device: str):
+    """Inputs of the three components at ``size``, computed by the torch graphs (float32)."""
+    from unildiff.models.text import make_time_ids
+
+    generator = torch.Generator().manual_seed(0)
+    lq = (torch.rand(1, 3, size, size, generator=generator) * 2 - 1).to(device)
+    encoding = reference.encode_lq(lq)
+    embeds, pooled = prompt_encoder(["", PROMPT])
+    sample = torch.randn((2, *encoding.lq_latent.shape[1:]), generator=generator).to(device)
+    denoise = (
+        sample,
+        torch.full((2,), 499.0, device=device),
+        encoding.lq_features.repeat(2, 1, 1, 1),
+        embeds.to(device),
+        pooled.to(device),
+        make_time_ids(size, size, 2).to(device),
+    )
+    return lq, denoise, (encoding.lq_latent, encoding.skips)
+
+
+def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: BenchConfig) -> dict:
+    from unildiff.pipeline import RestorationPipeline, make_scheduler
+
+    timed = TimedGraphs(graphs, config.device)
+    pipeline = RestorationPipeline(
+        timed,
+        timed.timed_prompt_encoder(prompt_encoder),
+        make_scheduler(sampling.scheduler, scheduler_config),
+        sampling,
+    )
+
+    def run():
+        return pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed))
+
+    with torch.no_grad():
+        for _ in range(config.warmup):
+            run()
+        totals, overheads = [], []
+        for _ in range(config.repeats):
+            timed.seconds, timed.calls = 0.0, 0
+            synchronize(config.device)
+            start = time.perf_counter()
+            run()
+            synchronize(config.device)
+            total = time.perf_counter() - start
+            totals.append(total * 1000.0)
+            overheads.append(100.0 * (total - timed.seconds) / total)
+    median = statistics.median(totals)
+    return {
+        "median_ms": round(median, 3),
+        "images_per_s": round(1000.0 / median, 4),
+        "loop_overhead_percent": round(statistics.median(overheads), 3),
+        "graph_calls": timed.calls,
+    }
+
+
+def _call_encode(graphs, lq):
+    return graphs.encode_lq(lq)
+
+
+def _call_denoise(graphs, arguments):
+    return graphs.denoise(*arguments)
+
+
+def _call_decode(graphs, latents, skips):
+    return graphs.decode(latents, skips)
+
+
+def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_dir: Path) -> dict:
+    """Benchmark ``model`` on every backend of ``config`` (see the module docstring).
+
+    Args:
+        model: ``UniLDiffModel`` (eval mode); moved to ``config.device``.
+        config: sizes, step counts, repeats, backends, device and dtype.
+        sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
+        onnx_dir: ``export/onnx`` for the onnxruntime backend.
+        engine_dir: ``export/engines`` for the tensorrt backend.
+
+    Returns:
+        The JSON-ready report written to ``reports/bench.json``.
+    """
+    from rich.progress import Progress
+
+    from unildiff.models.text import encode_prompt
+    from unildiff.pipeline import TorchGraphs
+
+    device = config.device
+    for module in (
+        model.prior.vae,
+        model.prior.unet,
+        model.unet,
+        model.prior.text_encoder,
+        model.prior.text_encoder_2,
+        model.lq_encoder,
+        model.daff,
+        model.decoder,
+    ):
+        module.to(device).eval()
+    reference = TorchGraphs.from_model(model)
+    prompt_encoder = functools.partial(encode_prompt, model.prior)
+    opened, skipped = open_backends(model, config, onnx_dir, engine_dir)
+    components: dict = {name: {} for name in opened}
+    end_to_end: dict = {name: {} for name in opened}
+    total = len(config.sizes) * len(opened) * (3 + len(config.steps))
+    with Progress() as progress:
+        task = progress.add_task("bench", total=total)
+        for size in config.sizes:
+            lq, denoise_args, (latents, skips) = _component_inputs(reference, prompt_encoder, size, device)
+            calls = {
+                "lq_encoder": (1, functools.partial(_call_encode, lq=lq)),
+                "denoiser_step_cfg": (1, functools.partial(_call_denoise, arguments=denoise_args)),
+                "decoder": (1, functools.partial(_call_decode, latents=latents, skips=skips)),
+            }
+            flops = {
+                name: count_flops(functools.partial(call, reference)) for name, (_, call) in calls.items()
+            }
+            for backend, graphs in opened.items():
+                row = components[backend].setdefault(f"{size}px", {})
+                for name, (images, call) in calls.items():
+                    timing = measure(
+                        functools.partial(call, graphs),
+                        repeats=config.repeats,
+                        warmup=config.warmup,
+                        device=device,
+                    )
+                    row[name] = ComponentResult.from_timing(timing, images, flops[name]).to_dict()
+                    progress.advance(task)
+                for steps in config.steps:
+                    step_sampling = dataclasses.replace(sampling, steps=steps, tile=0)
+                    result = _end_to_end(
+                        graphs, prompt_encoder, model.prior.scheduler.config, step_sampling, lq, config
+                    )
+                    graph_flops = flops["lq_encoder"] + steps * flops["denoiser_step_cfg"] + flops["decoder"]
+                    result["flops_per_image_graphs"] = graph_flops
+                    result["achieved_gflops_per_s"] = round(graph_flops / result["median_ms"] * 1e-6, 4)
+                    end_to_end[backend][f"{size}px_{steps}steps"] = result
+                    progress.advance(task)
+    return {
+        "host": host_description(device),
+        "config": config_description(config),
+        "sampling": {"scheduler": sampling.scheduler, "cfg": sampling.cfg, "start": sampling.start},
+        "components": components,
+        "end_to_end": end_to_end,
+        "speedup_vs_torch": _speedups(end_to_end),
+        "skipped": skipped,
+    }
+
+
+def _speedups(end_to_end: dict) -> dict:
+    """End-to-end torch median / backend median per size and step count (> 1 = faster than torch)."""
+    speedups: dict = {}
+    torch_rows = end_to_end.get("torch", {})
+    for backend, rows in end_to_end.items():
+        if backend == "torch":
+            continue
+        speedups[backend] = {
+            key: round(torch_rows[key]["median_ms"] / row["median_ms"], 3)
+            for key, row in rows.items()
+            if key in torch_rows and row["median_ms"] > 0 and math.isfinite(row["median_ms"])
+        }
+    return speedups
+
+
+def write_bench(report: dict, path: Path) -> Path:
+    """Write the report atomically."""
+    return atomic_write_json(path, report)

@@ -1,0 +1,213 @@
+"""Typed, frozen configs of the deployment area (export, ONNX Runtime, TensorRT, bench).
+
+Stage scripts build them from ``params.yaml`` sections ``export``, ``tensorrt`` and ``bench``; the
+library only receives the dataclasses. Each ``__post_init__`` checks ranges and raises
+:class:`~unildiff.errors.ConfigError` naming the param.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from unildiff.errors import ConfigError
+
+LATENT_FACTOR = 8
+"""Pixel-to-latent down-sampling of the (tiny and SDXL) VAE."""
+
+
+class Precision(str, enum.Enum):
+    """Arithmetic a TensorRT engine may use. ``fp32`` disables TF32, ``tf32`` allows it."""
+
+    FP32 = "fp32"
+    TF32 = "tf32"
+    FP16 = "fp16"
+
+
+class OrtOptimization(str, enum.Enum):
+    """ONNX Runtime graph optimisation level (``SessionOptions.graph_optimization_level``)."""
+
+    DISABLE = "disable"
+    BASIC = "basic"
+    EXTENDED = "extended"
+    ALL = "all"
+
+
+def _precision(value: str, name: str) -> Precision:
+    try:
+        return Precision(value)
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be one of {[item.value for item in Precision]}, got {value!r}"
+        ) from None
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``params.yaml: export`` — ONNX export and its parity report.
+
+    Attributes:
+        opset: ONNX opset (≥ 17 keeps LayerNorm a native op).
+        prefer_dynamo: try ``torch.onnx.export(dynamo=True)`` first, fall back to the TorchScript exporter.
+        parity_images: number of prepared test images used for the parity report.
+        parity_steps: sampling steps of the end-to-end ORT-vs-torch parity restoration.
+        dynamic_check_size: a second square size (pixels) run through every graph to prove dynamic axes.
+        graph_atol: max abs difference (outputs in their own units) a graph may show against torch.
+        min_pipeline_psnr: lowest PSNR (dB, [0,1] images) between ORT and torch restorations.
+    """
+
+    opset: int = 18
+    prefer_dynamo: bool = True
+    parity_images: int = 2
+    parity_steps: int = 4
+    dynamic_check_size: int = 32
+    graph_atol: float = 1e-3
+    min_pipeline_psnr: float = 40.0
+
+    def __post_init__(self) -> None:
+        if self.opset < 17:
+            raise ConfigError(f"export.opset must be >= 17 (native LayerNorm), got {self.opset}")
+        if self.parity_images < 1:
+            raise ConfigError(f"export.parity_images must be >= 1, got {self.parity_images}")
+        if self.parity_steps < 1:
+            raise ConfigError(f"export.parity_steps must be >= 1, got {self.parity_steps}")
+        if self.dynamic_check_size < LATENT_FACTOR * 2 or self.dynamic_check_size % LATENT_FACTOR:
+            raise ConfigError(
+                f"export.dynamic_check_size must be a multiple of {LATENT_FACTOR} and >= 16, "
+                f"got {self.dynamic_check_size}"
+            )
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeConfig:
+    """Session options of the ONNX Runtime backend.
+
+    Attributes:
+        intra_op_threads: threads inside one operator; 0 lets ONNX Runtime choose.
+        optimization: graph optimisation level (``all`` fuses the most).
+        prefer_cuda: use ``CUDAExecutionProvider`` when onnxruntime-gpu provides it.
+    """
+
+    intra_op_threads: int = 0
+    optimization: OrtOptimization = OrtOptimization.ALL
+    prefer_cuda: bool = True
+
+    def __post_init__(self) -> None:
+        if self.intra_op_threads < 0:
+            raise ConfigError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+        try:
+            object.__setattr__(self, "optimization", OrtOptimization(self.optimization))
+        except ValueError:
+            raise ConfigError(
+                f"optimization must be one of {[item.value for item in OrtOptimization]}, "
+                f"got {self.optimization!r}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class TensorRTProfileConfig:
+    """``params.yaml: tensorrt.profile`` — the optimisation profile shared by the three engines.
+
+    Image sizes are square sides in pixels (multiples of 8). ``*_images`` count images per call;
+    the denoiser's batch is twice that (conditional + unconditional for CFG), with a minimum of
+    ``min_images`` so ``cfg = 1`` still fits.
+    """
+
+    min_image_size: int = 256
+    opt_image_size: int = 512
+    max_image_size: int = 1024
+    min_images: int = 1
+    opt_images: int = 1
+    max_images: int = 1
+
+    def __post_init__(self) -> None:
+        sizes = (self.min_image_size, self.opt_image_size, self.max_image_size)
+        for name, size in zip(("min_image_size", "opt_image_size", "max_image_size"), sizes, strict=True):
+            if size < LATENT_FACTOR or size % LATENT_FACTOR:
+                raise ConfigError(f"tensorrt.profile.{name} must be a positive multiple of 8, got {size}")
+        if not sizes[0] <= sizes[1] <= sizes[2]:
+            raise ConfigError(
+                "tensorrt.profile needs min_image_size <= opt_image_size <= max_image_size, "
+                f"got {sizes[0]} / {sizes[1]} / {sizes[2]}"
+            )
+        images = (self.min_images, self.opt_images, self.max_images)
+        if images[0] < 1 or not images[0] <= images[1] <= images[2]:
+            raise ConfigError(
+                f"tensorrt.profile needs 1 <= min_images <= opt_images <= max_images, got {images}"
+            )
+
+
+@dataclass(frozen=True)
+class TensorRTConfig:
+    """``params.yaml: tensorrt`` — engine builds.
+
+    Attributes:
+        profile: the optimisation profile (image sizes and images per call).
+        lq_encoder_precision: ``fp32`` | ``tf32`` | ``fp16``.
+        denoiser_precision: fp16 by default (the UNet is fp16-safe, as in NVIDIA's diffusion demo).
+        decoder_precision: tf32 by default (the SDXL VAE decoder overflows in fp16).
+        workspace_gib: builder workspace memory pool limit.
+        builder_optimization_level: TensorRT builder optimisation level 0–5.
+    """
+
+    profile: TensorRTProfileConfig = field(default_factory=TensorRTProfileConfig)
+    lq_encoder_precision: Precision = Precision.TF32
+    denoiser_precision: Precision = Precision.FP16
+    decoder_precision: Precision = Precision.TF32
+    workspace_gib: float = 8.0
+    builder_optimization_level: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("lq_encoder_precision", "denoiser_precision", "decoder_precision"):
+            object.__setattr__(self, name, _precision(getattr(self, name), f"tensorrt.{name}"))
+        if self.workspace_gib <= 0:
+            raise ConfigError(f"tensorrt.workspace_gib must be > 0, got {self.workspace_gib}")
+        if not 0 <= self.builder_optimization_level <= 5:
+            raise ConfigError(
+                f"tensorrt.builder_optimization_level must be in 0..5, got {self.builder_optimization_level}"
+            )
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """``params.yaml: bench`` — ``unildiff bench``.
+
+    Attributes:
+        sizes: square image sides (pixels, multiples of 8) to time.
+        steps: sampling step counts for the end-to-end timing.
+        repeats: timed repetitions per measurement (the median is reported).
+        warmup: untimed calls before timing.
+        backends: backends to time; unavailable ones are recorded as skipped with the reason.
+        device: ``cpu`` or ``cuda``.
+        dtype: ``fp32`` | ``bf16`` | ``fp16`` for the torch backend (CUDA only for the half types).
+        onnxruntime: ONNX Runtime session options.
+    """
+
+    sizes: tuple[int, ...] = (64,)
+    steps: tuple[int, ...] = (4,)
+    repeats: int = 5
+    warmup: int = 1
+    backends: tuple[str, ...] = ("torch", "onnxruntime", "tensorrt")
+    device: str = "cpu"
+    dtype: str = "fp32"
+    onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(size < 16 or size % LATENT_FACTOR for size in self.sizes):
+            raise ConfigError(f"bench.sizes must be multiples of 8 and >= 16, got {list(self.sizes)}")
+        if not self.steps or any(step < 1 for step in self.steps):
+            raise ConfigError(f"bench.steps must be positive integers, got {list(self.steps)}")
+        if self.repeats < 1 or self.warmup < 0:
+            raise ConfigError(
+                f"bench.repeats must be >= 1 and bench.warmup >= 0, got {self.repeats}/{self.warmup}"
+            )
+        known = ("torch", "onnxruntime", "tensorrt")
+        for backend in self.backends:
+            if backend not in known:
+                raise ConfigError(f"bench.backends: unknown backend {backend!r} (valid: {', '.join(known)})")
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"bench.device must be cpu or cuda, got {self.device!r}")
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"bench.dtype must be fp32, bf16 or fp16, got {self.dtype!r}")
+        if self.dtype != "fp32" and self.device != "cuda":
+            raise ConfigError(f"bench.dtype={self.dtype} needs bench.device=cuda")

@@ -1,0 +1,148 @@
+"""The ONNX Runtime backend: three ``InferenceSession``s behind the ``RestorationGraphs`` protocol.
+
+``CUDAExecutionProvider`` is used when onnxruntime-gpu provides it (and the config allows it), the
+CPU provider otherwise. Tensors cross as numpy arrays; results come back as float32 torch tensors on
+the device the caller's inputs live on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from unildiff.errors import BackendUnavailableError, MissingArtifactError
+from unildiff.export.config import OnnxRuntimeConfig, OrtOptimization
+from unildiff.export.specs import ExportManifest, GraphName
+
+if TYPE_CHECKING:
+    import onnxruntime
+    import torch
+
+    from unildiff.pipeline import LQEncoding
+
+
+def choose_providers(config: OnnxRuntimeConfig) -> list[str]:
+    """Execution providers in preference order: CUDA when available and allowed, then CPU."""
+    import onnxruntime
+
+    available = onnxruntime.get_available_providers()
+    providers = ["CPUExecutionProvider"]
+    if config.prefer_cuda and "CUDAExecutionProvider" in available:
+        providers.insert(0, "CUDAExecutionProvider")
+    return providers
+
+
+def open_session(path: Path, config: OnnxRuntimeConfig) -> onnxruntime.InferenceSession:
+    """Open one graph; a missing file names the export stage."""
+    import onnxruntime
+
+    if not Path(path).is_file():
+        raise MissingArtifactError(f"{path} not found: run the export stage (dvc repro export)")
+    options = onnxruntime.SessionOptions()
+    levels = {
+        OrtOptimization.DISABLE: onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        OrtOptimization.BASIC: onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        OrtOptimization.EXTENDED: onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        OrtOptimization.ALL: onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    options.graph_optimization_level = levels[config.optimization]
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=choose_providers(config)
+        )
+    except Exception as error:  # onnxruntime raises its own untyped errors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BackendUnavailableError(f"onnxruntime could not open {path}: {first_line}") from None
+
+
+class OnnxSession:
+    """One ONNX Runtime session called with torch tensors in the graph's input order.
+
+    Args:
+        path: the ``.onnx`` file.
+        config: session options.
+        input_names: every input the graph was exported with, in call order; inputs the exporter
+            pruned (unused by the graph) are accepted and dropped. Defaults to the session's inputs.
+    """
+
+    def __init__(
+        self, path: Path, config: OnnxRuntimeConfig, input_names: Sequence[str] | None = None
+    ) -> None:
+        self.session = open_session(path, config)
+        self.input_types = {item.name: item.type for item in self.session.get_inputs()}
+        self.input_names = list(input_names) if input_names else list(self.input_types)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        import torch
+
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"graph takes {len(self.input_names)} inputs, got {len(inputs)}")
+        device = inputs[0].device
+        feed = {}
+        for name, tensor in zip(self.input_names, inputs, strict=True):
+            if name not in self.input_types:
+                continue
+            array = tensor.detach().cpu().numpy()
+            if self.input_types[name] == "tensor(int64)":
+                array = array.astype(np.int64)
+            elif self.input_types[name] == "tensor(float)":
+                array = array.astype(np.float32, copy=False)
+            feed[name] = np.ascontiguousarray(array)
+        outputs = self.session.run(None, feed)
+        return [torch.from_numpy(np.asarray(output)).to(device) for output in outputs]
+
+
+class OnnxRuntimeGraphs:
+    """``RestorationGraphs`` run by ONNX Runtime (see ``unildiff.pipeline.RestorationGraphs``).
+
+    Args:
+        onnx_dir: ``export/onnx`` with ``lq_encoder.onnx``, ``denoiser.onnx`` and ``decoder.onnx``.
+        config: session options (threads, optimisation level, CUDA preference).
+    """
+
+    def __init__(self, onnx_dir: Path, config: OnnxRuntimeConfig | None = None) -> None:
+        config = config or OnnxRuntimeConfig()
+        onnx_dir = Path(onnx_dir)
+        manifest = ExportManifest.load(onnx_dir)
+        self.pixel_multiple = manifest.pixel_multiple
+        self.sessions = {
+            graph: OnnxSession(onnx_dir / f"{graph.value}.onnx", config, manifest.graphs[graph].input_names)
+            for graph in (GraphName.LQ_ENCODER, GraphName.DENOISER, GraphName.DECODER)
+        }
+        self.providers = self.sessions[GraphName.DENOISER].providers
+
+    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
+        """LQ image [-1, 1], (B, 3, H, W) → LQEncoding(lq_features, lq_latent (scaled), skips)."""
+        from unildiff.pipeline import LQEncoding
+
+        lq_features, lq_latent, *skips = self.sessions[GraphName.LQ_ENCODER](lq)
+        return LQEncoding(lq_features=lq_features, lq_latent=lq_latent, skips=tuple(skips))
+
+    def denoise(
+        self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
+    ) -> torch.Tensor:
+        """One UNet + DAFF evaluation on scheduler-scaled latents (B, 4, h, w) → noise prediction."""
+        import torch
+
+        timestep = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
+        if timestep.numel() == 1:
+            timestep = timestep.expand(sample.shape[0])
+        (noise_pred,) = self.sessions[GraphName.DENOISER](
+            sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
+        )
+        return noise_pred
+
+    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Scaled latents (B, 4, h, w) + LQ skips → image [-1, 1], (B, 3, 8h, 8w)."""
+        (image,) = self.sessions[GraphName.DECODER](latents, *skips)
+        return image

@@ -1,0 +1,117 @@
+"""A random-weight model of SDXL's sizes, for GPU timings where SDXL weights are not at hand.
+
+The UNet, VAE and text encoders use the published configurations of
+``stabilityai/stable-diffusion-xl-base-1.0`` (2.6 B UNet parameters); DAFF and DAEM use the default
+``daff``/``daem`` settings. Speed does not depend on the weights' values, so the numbers transfer; the
+restorations are noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+SDXL_UNET: dict[str, Any] = {
+    "sample_size": 128,
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (320, 640, 1280),
+    "layers_per_block": 2,
+    "attention_head_dim": (5, 10, 20),
+    "transformer_layers_per_block": (1, 2, 10),
+    "cross_attention_dim": 2048,
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
+}
+SDXL_VAE: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (128, 256, 512, 512),
+    "layers_per_block": 2,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 1024,
+    "scaling_factor": 0.13025,
+    "force_upcast": True,
+}
+SDXL_TEXT: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+}
+SDXL_TEXT_2: dict[str, Any] = {
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "projection_dim": 1280,
+}
+MAX_LENGTH = 77
+
+
+def build_sdxl_size_model(
+    device: str = "cpu", unet=None, vae=None, text=None, text_2=None, max_length=MAX_LENGTH
+):
+    """A ``UniLDiffModel`` with random weights of SDXL's sizes (overrides shrink it for tests).
+
+    Args:
+        device: where the weights are created (``cuda`` avoids a slow CPU initialisation).
+        unet: UNet config (default :data:`SDXL_UNET`).
+        vae: VAE config (default :data:`SDXL_VAE`).
+        text: first text encoder sizes (default CLIP ViT-L).
+        text_2: second text encoder sizes (default OpenCLIP ViT-bigG).
+        max_length: tokenizer length.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from unildiff.models.bundle import build_model
+    from unildiff.models.config import SDXL_SCHEDULER, DAEMConfig, DAFFConfig
+    from unildiff.models.prior import PriorComponents
+    from unildiff.models.tokenizer import build_byte_level_tokenizer, byte_level_vocab
+
+    vocab = byte_level_vocab()
+
+    def text_config(sizes):
+        return CLIPTextConfig(
+            vocab_size=len(vocab),
+            max_position_embeddings=max_length,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+            hidden_act="gelu",
+            **sizes,
+        )
+
+    with torch.device(device), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        prior = PriorComponents(
+            vae=AutoencoderKL(**(vae or SDXL_VAE)),
+            unet=UNet2DConditionModel(**(unet or SDXL_UNET)),
+            text_encoder=CLIPTextModel(text_config(text or SDXL_TEXT)),
+            text_encoder_2=CLIPTextModelWithProjection(text_config(text_2 or SDXL_TEXT_2)),
+            tokenizer=build_byte_level_tokenizer(max_length),
+            tokenizer_2=build_byte_level_tokenizer(max_length),
+            scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
+        )
+        model = build_model(prior, DAFFConfig(), DAEMConfig())
+    for module in (
+        prior.vae,
+        prior.unet,
+        prior.text_encoder,
+        prior.text_encoder_2,
+        model.lq_encoder,
+        model.daff,
+        model.decoder,
+    ):
+        module.eval()
+    return model

@@ -1,0 +1,1 @@
+"""The UniLDiff network: prior presets, LQ encoder, DAFF, denoiser, DAEM decoder (see docs/model.md)."""

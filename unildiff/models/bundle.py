@@ -1,0 +1,94 @@
+"""The whole UniLDiff network in one place: building it fresh and loading the trained artifacts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusers import UNet2DConditionModel
+
+from unildiff.errors import MissingArtifactError
+from unildiff.models.conditioner import LQConditioner
+from unildiff.models.config import DAEMConfig, DAFFConfig
+from unildiff.models.daff import DAFF
+from unildiff.models.decoder import DAEMDecoder
+from unildiff.models.denoiser import UniLDiffDenoiser
+from unildiff.models.lq_encoder import LQEncoder
+from unildiff.models.prior import PRIOR_STAGE, PriorComponents, load_prior
+
+#: DVC stages that write each artifact (docs/interfaces.md "Artifact layout").
+STAGE1_STAGE = "train_joint"
+STAGE2_STAGE = "train_daem"
+
+
+@dataclass
+class UniLDiffModel:
+    """The five modules of UniLDiff (paper "Unified Training Strategy").
+
+    ``unet`` is the fine-tuned UNet (stage 1b), which may differ from ``prior.unet``; ``prior.vae`` is the
+    frozen VAE (its encoder gives latents and skips), ``decoder`` the stage-2 DAEM decoder.
+    """
+
+    prior: PriorComponents
+    lq_encoder: LQEncoder
+    daff: DAFF
+    unet: UNet2DConditionModel
+    decoder: DAEMDecoder
+    _denoiser: UniLDiffDenoiser | None = field(default=None, repr=False, compare=False)
+
+    def denoiser(self) -> UniLDiffDenoiser:
+        """The UNet + DAFF denoiser (one per model, so the conv_in hook is registered once)."""
+        if self._denoiser is None:
+            self._denoiser = UniLDiffDenoiser(self.unet, self.daff)
+        return self._denoiser
+
+    def conditioner(self) -> LQConditioner:
+        """The LQ conditioner (LQ encoder + frozen VAE encoder)."""
+        return LQConditioner(self.lq_encoder, self.prior.vae)
+
+
+def build_model(prior: PriorComponents, daff_config: DAFFConfig, daem_config: DAEMConfig) -> UniLDiffModel:
+    """A fresh UniLDiff around ``prior`` (stage 1a's starting point): copied LQ encoder and decoder, new DAFF.
+
+    The UNet is the prior's own module (not a copy); training code copies it if it must keep the original.
+    """
+    lq_encoder = LQEncoder.from_vae(prior.vae)
+    daff = DAFF.from_settings(
+        daff_config,
+        hidden_channels=prior.unet.config.block_out_channels[0],
+        lq_channels=lq_encoder.out_channels,
+        text_dim=prior.unet.config.cross_attention_dim,
+    )
+    decoder = DAEMDecoder.from_vae(prior.vae, daem_config)
+    return UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
+
+
+def _require(path: Path, stage: str) -> Path:
+    if not (path / "config.json").is_file():
+        raise MissingArtifactError(f"{path} is missing (run `dvc repro {stage}`)")
+    return path
+
+
+def load_trained_model(
+    prior_dir: str | Path, stage1_dir: str | Path, stage2_dir: str | Path
+) -> UniLDiffModel:
+    """Load the trained network: models/prior, models/stage1b/{lq_encoder,daff,unet}, models/stage2/decoder.
+
+    Every module is put in eval mode. A missing artifact raises MissingArtifactError naming the stage to run.
+    """
+    prior_dir, stage1_dir, stage2_dir = Path(prior_dir), Path(stage1_dir), Path(stage2_dir)
+    if not prior_dir.is_dir():
+        raise MissingArtifactError(f"{prior_dir} is missing (run `dvc repro {PRIOR_STAGE}`)")
+    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
+    decoder_path = _require(stage2_dir / "decoder", STAGE2_STAGE)
+    prior = load_prior(prior_dir)
+    model = UniLDiffModel(
+        prior=prior,
+        lq_encoder=LQEncoder.from_pretrained(paths["lq_encoder"], use_safetensors=True),
+        daff=DAFF.from_pretrained(paths["daff"], use_safetensors=True),
+        unet=UNet2DConditionModel.from_pretrained(paths["unet"], use_safetensors=True),
+        decoder=DAEMDecoder.from_pretrained(decoder_path, use_safetensors=True),
+    )
+    for module in (model.lq_encoder, model.daff, model.unet, model.decoder):
+        module.eval()
+    return model

@@ -1,0 +1,151 @@
+"""DAFF: Degradation-Aware Feature Fusion (paper eqs. 1-5), built from diffusers' FLUX blocks.
+
+Shapes (h, w = latent size, p = patch size, N = h*w/p², D = width)::
+
+    conv_in output (B, C, h, w) ──conv p×p/p──▶ HQ tokens (B, N, D) ─┐
+    f^LQ (B, C_lq, h, w) ────────conv p×p/p──▶ LQ tokens (B, N, D) ─┤ shared 2-D rotary ids (row, col)
+                                                                     ▼
+        N × FluxTransformerBlock (double stream, eqs. 1-2; LQ = context stream, HQ = image stream)
+        M × FluxSingleTransformerBlock over [LQ ‖ HQ] (eqs. 3-5) → f^align
+        HQ half + cross-attention to the text embedding c (the paper's "content embedding")
+        LayerNorm → zero-initialised Linear(D, C·p²) → un-patchify → residual (B, C, h, w)
+
+All blocks are modulated by DAFF's own timestep embedding ``temb``. Because the output projection starts at
+zero, the residual is exactly zero at initialisation and the UNet computes what the prior computes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_processor import Attention
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.transformers.transformer_flux import (
+    FluxPosEmbed,
+    FluxSingleTransformerBlock,
+    FluxTransformerBlock,
+)
+from torch import nn
+
+from unildiff.models.config import DAFFConfig
+
+TIME_PROJECTION_CHANNELS = 256
+
+
+class DAFF(ModelMixin, ConfigMixin):
+    """Aligns f^LQ with the noisy latent's conv_in features at every timestep (paper eqs. 1-5).
+
+    Args:
+        hidden_channels: C, the UNet's conv_in output channels (``unet.config.block_out_channels[0]``).
+        lq_channels: C_lq, the LQ encoder's output channels.
+        text_dim: Width of the text embedding c (``unet.config.cross_attention_dim``).
+        width: Token width D.
+        num_double_blocks: N double-stream blocks.
+        num_single_blocks: M single-stream blocks.
+        num_heads: Attention heads (head width D / heads, a multiple of 4 for 2-D rotary positions).
+        patch_size: Latent patch side p per token.
+        rope_theta: Rotary base frequency.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        hidden_channels: int = 320,
+        lq_channels: int = 512,
+        text_dim: int = 2048,
+        width: int = 64,
+        num_double_blocks: int = 1,
+        num_single_blocks: int = 1,
+        num_heads: int = 4,
+        patch_size: int = 1,
+        rope_theta: int = 10000,
+    ):
+        super().__init__()
+        DAFFConfig(width, num_double_blocks, num_single_blocks, num_heads, patch_size).validate()
+        head_dim = width // num_heads
+        self.hq_embed = nn.Conv2d(hidden_channels, width, kernel_size=patch_size, stride=patch_size)
+        self.lq_embed = nn.Conv2d(lq_channels, width, kernel_size=patch_size, stride=patch_size)
+        self.pos_embed = FluxPosEmbed(theta=rope_theta, axes_dim=[head_dim // 2, head_dim // 2])
+        self.time_proj = Timesteps(TIME_PROJECTION_CHANNELS, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(TIME_PROJECTION_CHANNELS, width)
+        self.double_blocks = nn.ModuleList(
+            [FluxTransformerBlock(width, num_heads, head_dim) for _ in range(num_double_blocks)]
+        )
+        self.single_blocks = nn.ModuleList(
+            [FluxSingleTransformerBlock(width, num_heads, head_dim) for _ in range(num_single_blocks)]
+        )
+        self.text_norm = nn.LayerNorm(width)
+        self.text_attention = Attention(
+            query_dim=width, cross_attention_dim=text_dim, heads=num_heads, dim_head=head_dim, out_bias=True
+        )
+        self.norm_out = nn.LayerNorm(width)
+        self.proj_out = nn.Linear(width, hidden_channels * patch_size * patch_size)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    @classmethod
+    def from_settings(cls, config: DAFFConfig, hidden_channels: int, lq_channels: int, text_dim: int) -> DAFF:
+        """Build DAFF from the ``daff`` params and the sizes of the UNet, LQ encoder and text embedding."""
+        config.validate()
+        return cls(
+            hidden_channels=hidden_channels,
+            lq_channels=lq_channels,
+            text_dim=text_dim,
+            width=config.width,
+            num_double_blocks=config.num_double_blocks,
+            num_single_blocks=config.num_single_blocks,
+            num_heads=config.num_heads,
+            patch_size=config.patch_size,
+        )
+
+    def _rotary(self, grid_height: int, grid_width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        # Broadcast (not repeat_interleave) so the exported graph keeps h and w symbolic.
+        rows = torch.arange(grid_height, device=device)[:, None].expand(grid_height, grid_width).reshape(-1)
+        cols = torch.arange(grid_width, device=device)[None, :].expand(grid_height, grid_width).reshape(-1)
+        ids = torch.stack([rows, cols], dim=-1)
+        # The LQ and HQ streams share the same (row, col) ids: token i of each stream sees the same place.
+        return self.pos_embed(torch.cat([ids, ids], dim=0))
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        lq_features: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+    ) -> torch.Tensor:
+        """Compute the residual added to the UNet's conv_in features.
+
+        Args:
+            hidden: UNet conv_in output, (B, C, h, w); h and w multiples of ``patch_size``.
+            lq_features: f^LQ, (B, C_lq, h, w).
+            timestep: Diffusion timesteps, (B,) or a scalar tensor (broadcast to B).
+            encoder_hidden_states: Text embedding c, (B, L, text_dim).
+
+        Returns:
+            residual, (B, C, h, w); exactly zero at initialisation.
+        """
+        batch, channels, _, _ = hidden.shape
+        patch = self.config.patch_size
+        hq = self.hq_embed(hidden)
+        lq = self.lq_embed(lq_features.to(hq.dtype))
+        grid_height, grid_width = hq.shape[-2], hq.shape[-1]
+        hq_tokens = hq.flatten(2).transpose(1, 2)
+        lq_tokens = lq.flatten(2).transpose(1, 2)
+        rotary = self._rotary(grid_height, grid_width, hidden.device)
+        timesteps = timestep.reshape(-1).expand(batch)
+        temb = self.time_embedding(self.time_proj(timesteps).to(hq.dtype))
+        for block in self.double_blocks:  # eqs. 1-2: separate modulation/QKV, joint attention, gated outputs
+            lq_tokens, hq_tokens = block(
+                hidden_states=hq_tokens, encoder_hidden_states=lq_tokens, temb=temb, image_rotary_emb=rotary
+            )
+        for block in self.single_blocks:  # eqs. 3-5: one stream over [LQ ‖ HQ]
+            lq_tokens, hq_tokens = block(
+                hidden_states=hq_tokens, encoder_hidden_states=lq_tokens, temb=temb, image_rotary_emb=rotary
+            )
+        text = encoder_hidden_states.to(hq.dtype)
+        hq_tokens = hq_tokens + self.text_attention(self.text_norm(hq_tokens), encoder_hidden_states=text)
+        tokens = self.proj_out(self.norm_out(hq_tokens))  # (B, N, C·p²), zero at initialisation
+        patches = tokens.transpose(1, 2).reshape(batch, channels * patch * patch, grid_height, grid_width)
+        return F.pixel_shuffle(patches, patch)

@@ -1,0 +1,410 @@
+"""The restoration pipeline: LQ image + prompt → restored image (inference only, diffusers style).
+
+The denoising loop lives here and only here. It runs on any :class:`RestorationGraphs` (torch modules,
+ONNX Runtime sessions or TensorRT engines), so every backend shares the same sampling code.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Protocol
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+)
+from rich.progress import Progress
+
+from unildiff.colorfix import COLOR_FIXES, apply_color_fix
+from unildiff.errors import ConfigError
+from unildiff.models.text import make_time_ids
+from unildiff.tiling import Tile, TileBlender, crop, pad_to_multiple, tile_grid, tiled_map
+
+SCHEDULERS = {
+    "euler": EulerDiscreteScheduler,
+    "euler_ancestral": EulerAncestralDiscreteScheduler,
+    "ddim": DDIMScheduler,
+    "dpmsolver": DPMSolverMultistepScheduler,
+}
+"""Valid ``sampling.scheduler`` names and their diffusers classes."""
+
+
+class Backend(str, Enum):
+    """Who runs the graphs: torch modules, ONNX Runtime sessions or TensorRT engines."""
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling settings (params ``sampling``).
+
+    Attributes:
+        scheduler: diffusers scheduler, one of :data:`SCHEDULERS`, built from the prior's scheduler config.
+        steps: number of denoising steps.
+        cfg: classifier-free guidance scale; ≤ 1 runs the conditional pass only.
+        start: ``lq`` (start from the LQ latent noised to ``strength``) or ``noise`` (pure noise).
+        strength: fraction of the schedule run when ``start`` is ``lq`` (1.0 = all steps).
+        seed: seed of the torch.Generator used when the caller passes none.
+        tile: tile side in pixels for large images (0 = no tiling); a multiple of the model's multiple.
+        tile_overlap: overlap between neighbouring tiles in pixels.
+        color_fix: ``none``, ``wavelet`` or ``adain`` (see :mod:`unildiff.colorfix`).
+    """
+
+    scheduler: str = "euler"
+    steps: int = 20
+    cfg: float = 5.0
+    start: str = "lq"
+    strength: float = 1.0
+    seed: int = 0
+    tile: int = 0
+    tile_overlap: int = 32
+    color_fix: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(
+                f"unknown sampling.scheduler {self.scheduler!r} (valid: {', '.join(SCHEDULERS)})"
+            )
+        if self.steps < 1:
+            raise ConfigError(f"sampling.steps must be ≥ 1, got {self.steps}")
+        if self.cfg < 0:
+            raise ConfigError(f"sampling.cfg must be ≥ 0, got {self.cfg}")
+        if self.start not in ("lq", "noise"):
+            raise ConfigError(f"sampling.start must be 'lq' or 'noise', got {self.start!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ConfigError(f"sampling.strength must be in (0, 1], got {self.strength}")
+        if self.tile < 0 or self.tile_overlap < 0:
+            raise ConfigError("sampling.tile and sampling.tile_overlap must be ≥ 0")
+        if self.color_fix not in COLOR_FIXES:
+            raise ConfigError(
+                f"unknown sampling.color_fix {self.color_fix!r} (valid: {', '.join(COLOR_FIXES)})"
+            )
+
+
+def make_scheduler(name: str, scheduler_config):
+    """Build the diffusers scheduler ``name`` (a key of :data:`SCHEDULERS`) from a scheduler config."""
+    if name not in SCHEDULERS:
+        raise ConfigError(f"unknown sampling.scheduler {name!r} (valid: {', '.join(SCHEDULERS)})")
+    return SCHEDULERS[name].from_config(scheduler_config)
+
+
+@dataclass
+class LQEncoding:
+    """The LQ image encoded once per image.
+
+    Attributes:
+        lq_features: f^LQ for DAFF, (B, C_lq, H/8, W/8).
+        lq_latent: scaled VAE latent of the LQ image, (B, 4, H/8, W/8).
+        skips: the frozen VAE encoder's multi-scale features consumed by the DAEM decoder.
+    """
+
+    lq_features: torch.Tensor
+    lq_latent: torch.Tensor
+    skips: tuple[torch.Tensor, ...]
+
+
+class RestorationGraphs(Protocol):
+    """The three graphs the pipeline runs; torch, ONNX Runtime and TensorRT implement them."""
+
+    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
+        """Encode the LQ image [-1, 1], (B, 3, H, W)."""
+        ...
+
+    def denoise(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        lq_features: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        text_embeds: torch.Tensor,
+        time_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """Predict the noise of ``sample`` (B, 4, h, w) at ``timestep`` (B,) float32."""
+        ...
+
+    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decode scaled latents (B, 4, h, w) to an image [-1, 1], (B, 3, 8h, 8w)."""
+        ...
+
+
+class TorchGraphs:
+    """:class:`RestorationGraphs` on torch modules.
+
+    Args:
+        conditioner: ``LQConditioner``: lq → (lq_features, lq_latent, *skips).
+        denoiser: ``UniLDiffDenoiser`` (UNet + DAFF).
+        vae: the prior's VAE (used for the plain decoder and its scaling factor).
+        decoder: ``DAEMDecoder``; ``None`` decodes with the plain VAE decoder (the ablation).
+        pixel_multiple: padded image sides are multiples of this.
+    """
+
+    def __init__(self, conditioner, denoiser, vae, decoder=None, pixel_multiple: int = 64):
+        self.conditioner = conditioner
+        self.denoiser = denoiser
+        self.vae = vae
+        self.decoder = decoder
+        self.pixel_multiple = pixel_multiple
+
+    @classmethod
+    def from_model(cls, model, plain_decoder: bool = False) -> TorchGraphs:
+        """Graphs of a ``UniLDiffModel`` (its one shared denoiser); ``plain_decoder`` = VAE decoder."""
+        vae, unet = model.prior.vae, model.unet
+        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
+        patch = int(model.daff.config.get("patch_size", 1) or 1)
+        conditioner = model.conditioner().eval()
+        denoiser = model.denoiser().eval()
+        decoder = None if plain_decoder else model.decoder.eval()
+        return cls(conditioner, denoiser, vae.eval(), decoder, vae_factor * unet_factor * patch)
+
+    def with_plain_decoder(self) -> TorchGraphs:
+        """The same graphs decoding with the plain VAE decoder (shares every module)."""
+        return TorchGraphs(self.conditioner, self.denoiser, self.vae, None, self.pixel_multiple)
+
+    @torch.no_grad()
+    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
+        """Encode ``lq`` [-1, 1], (B, 3, H, W)."""
+        lq_features, lq_latent, *skips = self.conditioner(lq)
+        return LQEncoding(lq_features, lq_latent, tuple(skips))
+
+    @torch.no_grad()
+    def denoise(self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids):
+        """Predict noise (B, 4, h, w); see :class:`RestorationGraphs`."""
+        return self.denoiser(sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Decode scaled latents to [-1, 1], (B, 3, H, W) with DAEM (or the plain VAE decoder)."""
+        if self.decoder is None:
+            return self.vae.decode(latents / self.vae.config.scaling_factor).sample
+        return self.decoder(latents, skips).sample
+
+
+PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+"""prompts → (prompt_embeds (B, L, D), pooled (B, Dp)), e.g. ``functools.partial(encode_prompt, prior)``."""
+
+
+@dataclass
+class PromptConditioning:
+    """Encoded prompts for one image: unconditional first when guidance is on (batch 2), else batch 1."""
+
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+    guidance: bool
+
+
+class RestorationPipeline:
+    """Restore one LQ image with the UniLDiff denoiser, DAFF conditioning and the DAEM decoder.
+
+    Args:
+        graphs: the encode/denoise/decode graphs (any backend).
+        prompt_encoder: encodes prompts (stays torch on every backend).
+        scheduler: a diffusers scheduler (mutated by ``set_timesteps``; one pipeline per thread).
+        config: sampling settings.
+        pixel_multiple: padded sides are multiples of this (defaults to ``graphs.pixel_multiple`` or 64).
+        show_progress: show a rich progress bar over the denoising steps.
+    """
+
+    def __init__(
+        self,
+        graphs: RestorationGraphs,
+        prompt_encoder: PromptEncoder,
+        scheduler,
+        config: SamplingConfig,
+        pixel_multiple: int | None = None,
+        show_progress: bool = False,
+    ):
+        self.graphs = graphs
+        self.prompt_encoder = prompt_encoder
+        self.scheduler = scheduler
+        self.config = config
+        self.pixel_multiple = pixel_multiple or getattr(graphs, "pixel_multiple", 64)
+        self.show_progress = show_progress
+        if config.tile and config.tile % self.pixel_multiple:
+            raise ConfigError(
+                f"sampling.tile={config.tile} must be 0 or a multiple of {self.pixel_multiple} pixels"
+            )
+
+    @classmethod
+    def from_model(
+        cls, model, config: SamplingConfig, plain_decoder: bool = False, **kwargs
+    ) -> RestorationPipeline:
+        """Torch pipeline for a ``UniLDiffModel`` (``plain_decoder`` = the VAE-decoder ablation)."""
+        from unildiff.models.text import encode_prompt
+
+        graphs = TorchGraphs.from_model(model, plain_decoder=plain_decoder)
+        scheduler = make_scheduler(config.scheduler, model.prior.scheduler.config)
+        return cls(graphs, functools.partial(encode_prompt, model.prior), scheduler, config, **kwargs)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str, device: torch.device) -> PromptConditioning:
+        """Encode ``prompt`` and, when guidance applies, the empty unconditional prompt in one batch.
+
+        Guidance is skipped for ``cfg ≤ 1`` and for the empty prompt (prompt-free restoration), where
+        the conditional and unconditional passes are identical.
+        """
+        guidance = self.config.cfg > 1.0 and prompt != ""
+        prompts = ["", prompt] if guidance else [prompt]
+        prompt_embeds, pooled = self.prompt_encoder(prompts)
+        return PromptConditioning(prompt_embeds.to(device), pooled.to(device), guidance)
+
+    @torch.no_grad()
+    def predict_noise(
+        self,
+        model_input: torch.Tensor,
+        timestep: torch.Tensor,
+        lq_features: torch.Tensor,
+        conditioning: PromptConditioning,
+        height: int,
+        width: int,
+    ) -> torch.Tensor:
+        """Guided noise prediction for one latent (tile), both CFG passes in one batch.
+
+        Args:
+            model_input: scheduler-scaled latent, (1, 4, h, w).
+            timestep: scalar timestep tensor.
+            lq_features: f^LQ of the same region, (1, C_lq, h, w); both passes keep it.
+            conditioning: from :meth:`encode_prompt`.
+            height: pixel height of the region (SDXL time ids).
+            width: pixel width of the region.
+
+        Returns:
+            ε̂ = ε_uncond + cfg (ε_cond − ε_uncond) (classifier-free guidance), (1, 4, h, w).
+        """
+        batch = conditioning.prompt_embeds.shape[0]
+        noise_pred = self.graphs.denoise(
+            model_input.repeat(batch, 1, 1, 1),
+            timestep.to(model_input.device, torch.float32).reshape(1).repeat(batch),
+            lq_features.repeat(batch, 1, 1, 1),
+            conditioning.prompt_embeds,
+            conditioning.pooled,
+            make_time_ids(height, width, batch).to(model_input.device),
+        )
+        if not conditioning.guidance:
+            return noise_pred
+        noise_uncond, noise_cond = noise_pred.chunk(2)
+        return noise_uncond + self.config.cfg * (noise_cond - noise_uncond)
+
+    def _timesteps(self, device: torch.device) -> torch.Tensor:
+        self.scheduler.set_timesteps(self.config.steps, device=device)
+        timesteps = self.scheduler.timesteps
+        if self.config.start == "noise" or self.config.strength >= 1.0:
+            return timesteps
+        order = getattr(self.scheduler, "order", 1)
+        kept = min(max(int(round(self.config.steps * self.config.strength)), 1), self.config.steps)
+        start_index = (self.config.steps - kept) * order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start_index)
+        return timesteps[start_index:]
+
+    @torch.no_grad()
+    def __call__(
+        self, lq: torch.Tensor, prompt: str, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Restore ``lq``.
+
+        Args:
+            lq: the degraded image, [-1, 1], (1, 3, H, W), any H and W.
+            prompt: the task prompt (e.g. "remove rain"), or "" for prompt-free restoration.
+            generator: CPU torch.Generator for the initial noise (seeded from ``config.seed`` if None).
+
+        Returns:
+            The restored image, [-1, 1], (1, 3, H, W).
+        """
+        config = self.config
+        device = lq.device
+        if generator is None:
+            generator = torch.Generator().manual_seed(config.seed)
+        lq_padded, padding = pad_to_multiple(lq, self.pixel_multiple)
+        height, width = lq_padded.shape[-2:]
+        tiles = tile_grid(height, width, config.tile, config.tile_overlap, self.pixel_multiple)
+        tiled = len(tiles) > 1
+
+        # 1. Encode the LQ image (tiled: keep f^LQ and the latent; skips are re-encoded per tile at decode)
+        if tiled:
+            lq_features, lq_latent = tiled_map(
+                lambda part: _features_and_latent(self.graphs.encode_lq(part)),
+                lq_padded,
+                tiles,
+                config.tile_overlap,
+            )
+            skips: tuple[torch.Tensor, ...] = ()
+        else:
+            encoding = self.graphs.encode_lq(lq_padded)
+            lq_features, lq_latent, skips = encoding.lq_features, encoding.lq_latent, encoding.skips
+        latent_factor = height // lq_latent.shape[-2]
+
+        # 2. Encode the prompt (task prompt, and "" as the unconditional prompt)
+        conditioning = self.encode_prompt(prompt, device)
+
+        # 3. Prepare the timesteps (an LQ start skips the first (1 - strength) of the schedule)
+        timesteps = self._timesteps(device)
+
+        # 4. Prepare the initial latents: noised LQ latent or pure noise
+        noise = torch.randn(lq_latent.shape, generator=generator, dtype=torch.float32).to(
+            device, lq_latent.dtype
+        )
+        if config.start == "lq":
+            latents = self.scheduler.add_noise(lq_latent, noise, timesteps[:1])
+        else:
+            latents = noise * self.scheduler.init_noise_sigma
+
+        # 5. Denoising loop (latent tiles blended with raised-cosine weights when tiled)
+        with Progress(transient=True, disable=not self.show_progress) as progress:
+            task = progress.add_task("denoising", total=len(timesteps))
+            for timestep in timesteps:
+                model_input = self.scheduler.scale_model_input(latents, timestep)
+                blender = TileBlender(latents.shape, latent_factor, config.tile_overlap, latents)
+                for tile in tiles:
+                    rows, columns = tile.slices(latent_factor)
+                    blender.add(
+                        tile,
+                        self.predict_noise(
+                            model_input[..., rows, columns],
+                            timestep,
+                            lq_features[..., rows, columns],
+                            conditioning,
+                            tile.height,
+                            tile.width,
+                        ),
+                    )
+                latents = self.scheduler.step(
+                    blender.result(), timestep, latents, generator=generator
+                ).prev_sample
+                progress.advance(task)
+
+        # 6. Decode with the DAEM decoder (tiled: per pixel tile, with that tile's skips)
+        if tiled:
+            image = self._decode_tiled(latents, lq_padded, tiles, latent_factor)
+        else:
+            image = self.graphs.decode(latents, skips)
+
+        # 7. Colour fix against the LQ image and crop back to the input size
+        image = apply_color_fix(config.color_fix, image.clamp(-1.0, 1.0), lq_padded)
+        return crop(image, padding)
+
+    def _decode_tiled(
+        self, latents: torch.Tensor, lq_padded: torch.Tensor, tiles: list[Tile], latent_factor: int
+    ) -> torch.Tensor:
+        blender = TileBlender(
+            (latents.shape[0], 3, *lq_padded.shape[-2:]), 1, self.config.tile_overlap, latents
+        )
+        for tile in tiles:
+            pixel_rows, pixel_columns = tile.slices(1)
+            latent_rows, latent_columns = tile.slices(latent_factor)
+            skips = self.graphs.encode_lq(lq_padded[..., pixel_rows, pixel_columns]).skips
+            blender.add(tile, self.graphs.decode(latents[..., latent_rows, latent_columns], skips))
+        return blender.result()
+
+
+def _features_and_latent(encoding: LQEncoding) -> tuple[torch.Tensor, torch.Tensor]:
+    return encoding.lq_features, encoding.lq_latent

@@ -1,0 +1,119 @@
+"""Batches of the training stages and the frozen prompt table used for classifier-free guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from unildiff.training.latents import LatentCache, TrainingPairs
+
+
+@dataclass
+class ImageBatch:
+    """Clean images for the prior's VAE. ``gt``: [-1, 1], (B, 3, H, W)."""
+
+    gt: torch.Tensor
+
+
+@dataclass
+class LatentBatch:
+    """One training batch of the latent stages.
+
+    Attributes:
+        lq: Degraded images, [-1, 1], (B, 3, H, W).
+        gt: Clean images, [-1, 1], (B, 3, H, W).
+        gt_latents: Cached scaled latents of ``gt``, (B, C, H/8, W/8).
+        prompt_ids: Row of each prompt in the :class:`PromptTable`, (B,) int64.
+    """
+
+    lq: torch.Tensor
+    gt: torch.Tensor
+    gt_latents: torch.Tensor
+    prompt_ids: torch.Tensor
+
+
+class PromptTable(torch.nn.Module):
+    """Embeddings of every distinct training prompt, computed once with the frozen text encoders.
+
+    Row 0 is the empty prompt ``""`` (the unconditional branch of classifier-free guidance). The table
+    is a buffer of the objective, so it follows the objective to its device.
+
+    Args:
+        prompts: Distinct prompts (without ``""``).
+        prompt_embeds: (P + 1, L, D) embeddings, row 0 for ``""``.
+        pooled: (P + 1, Dp) pooled embeddings.
+    """
+
+    def __init__(self, prompts: Sequence[str], prompt_embeds: torch.Tensor, pooled: torch.Tensor) -> None:
+        super().__init__()
+        self.prompts = ("", *prompts)
+        self.register_buffer("prompt_embeds", prompt_embeds.detach().float().clone(), persistent=False)
+        self.register_buffer("pooled", pooled.detach().float().clone(), persistent=False)
+
+    @classmethod
+    def from_prior(cls, prior: object, prompts: Sequence[str]) -> PromptTable:
+        """Encode ``""`` and the distinct ``prompts`` with ``unildiff.models.text.encode_prompt``."""
+        from unildiff.models.text import encode_prompt
+
+        distinct = sorted({prompt for prompt in prompts if prompt})
+        embeds, pooled = encode_prompt(prior, ["", *distinct])
+        return cls(distinct, embeds.cpu(), pooled.cpu())
+
+    def ids(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Row index of each prompt, (B,) int64."""
+        rows = {prompt: row for row, prompt in enumerate(self.prompts)}
+        return torch.tensor([rows[prompt] for prompt in prompts], dtype=torch.long)
+
+    def lookup(self, prompt_ids: torch.Tensor, dropout: float, generator: torch.Generator | None) -> tuple:
+        """Embeddings of ``prompt_ids``, each replaced by ``""`` with probability ``dropout`` (CFG training).
+
+        Returns:
+            prompt_embeds (B, L, D) and pooled (B, Dp).
+        """
+        if dropout > 0:
+            keep = torch.rand(prompt_ids.shape, generator=generator, device=prompt_ids.device) >= dropout
+            prompt_ids = torch.where(keep, prompt_ids, torch.zeros_like(prompt_ids))
+        return self.prompt_embeds[prompt_ids], self.pooled[prompt_ids]
+
+
+class ImageBatches:
+    """Batch source of clean images (the prior's VAE phase)."""
+
+    def __init__(self, pairs: TrainingPairs) -> None:
+        self.gt = pairs.gt
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+    def __call__(self, indices: torch.Tensor, device: torch.device) -> ImageBatch:
+        return ImageBatch(gt=self.gt[indices].to(device))
+
+
+class LatentBatches:
+    """Batch source over a :class:`LatentCache` (prior UNet phase and stages 1a, 1b, 2).
+
+    Args:
+        cache: The cached pairs and latents.
+        table: Prompt table giving the ``prompt_ids``; ``None`` (stage 2 uses no text) gives zeros.
+    """
+
+    def __init__(self, cache: LatentCache, table: PromptTable | None) -> None:
+        self.cache = cache
+        if table is None:
+            self.prompt_ids = torch.zeros(len(cache), dtype=torch.long)
+        else:
+            self.prompt_ids = table.ids(cache.pairs.prompts)
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __call__(self, indices: torch.Tensor, device: torch.device) -> LatentBatch:
+        pairs = self.cache.pairs
+        return LatentBatch(
+            lq=pairs.lq[indices].to(device),
+            gt=pairs.gt[indices].to(device),
+            gt_latents=self.cache.gt_latents[indices].to(device),
+            prompt_ids=self.prompt_ids[indices].to(device),
+        )

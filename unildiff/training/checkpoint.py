@@ -1,0 +1,211 @@
+"""Resumable training state as safetensors + JSON (no pickles).
+
+A state directory (``checkpoints/<stage>/`` or a sub-folder of it) holds:
+
+- ``model.safetensors``: the trainable parameters, by their name in the training objective;
+- ``optimizer.safetensors``: the optimizer's per-parameter tensors (``<index>.<name>``, e.g. ``3.exp_avg``);
+- ``ema.safetensors``: the EMA shadow parameters (only with ``train.use_ema``);
+- ``state.json``: the step, the config fingerprint, the optimizer's param groups and scalar state,
+  the lr scheduler's state and the EMA counters.
+
+The random state needs no file: the loop re-seeds torch/numpy/python from ``(seed, step, process)`` at
+every step, so the step number fixes it. The directory is replaced atomically, so a kill during a save
+leaves the previous state intact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from unildiff.errors import ConfigError
+from unildiff.utils.atomic import atomic_dir, atomic_write_json
+
+STATE_JSON = "state.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResumeDecision:
+    """Outcome of looking at an existing state directory.
+
+    Attributes:
+        step: Optimizer step to continue from (0 = start over).
+        reason: Why an existing state was refused, or ``None``.
+    """
+
+    step: int
+    reason: str | None = None
+
+
+def fingerprint_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """Describe how two config fingerprints differ (``key: saved -> current``), or ``None`` if equal."""
+    keys = sorted(set(saved) | set(current))
+    changes = [
+        f"{key}: {saved.get(key)!r} -> {current.get(key)!r}"
+        for key in keys
+        if saved.get(key) != current.get(key)
+    ]
+    return "; ".join(changes) if changes else None
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, torch.Tensor):
+        return value.item()
+    return value
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state_dict = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, parameter_state in state_dict["state"].items():
+        for key, value in parameter_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[key] = _jsonable(value)
+    return tensors, {"param_groups": _jsonable(state_dict["param_groups"]), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = tensor
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    groups = []
+    for group in meta["param_groups"]:
+        group = dict(group)
+        if isinstance(group.get("betas"), list):
+            group["betas"] = tuple(group["betas"])
+        groups.append(group)
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(
+    directory: Path,
+    *,
+    step: int,
+    fingerprint: Mapping[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: Any | None = None,
+) -> None:
+    """Write the resumable state of ``model`` (its trainable parameters), optimizer, scheduler and EMA.
+
+    Args:
+        directory: State directory; replaced atomically.
+        step: Number of optimizer steps done.
+        fingerprint: JSON-able description of everything that must match to resume.
+        model: The (unwrapped) training objective; only parameters with ``requires_grad`` are saved.
+        optimizer: Its optimizer.
+        lr_scheduler: Its lr scheduler (a ``LambdaLR`` from ``diffusers.optimization.get_scheduler``).
+        ema: A ``diffusers.training_utils.EMAModel`` or ``None``.
+    """
+    model_tensors = {name: p.detach().cpu().contiguous().clone() for name, p in _trainable(model).items()}
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    scheduler_state = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
+    payload: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "step": step,
+        "fingerprint": _jsonable(dict(fingerprint)),
+        "optimizer": optimizer_meta,
+        "lr_scheduler": _jsonable(scheduler_state),
+        "ema": None,
+    }
+    with atomic_dir(directory) as temporary:
+        save_file(model_tensors, str(temporary / "model.safetensors"))
+        save_file(optimizer_tensors, str(temporary / "optimizer.safetensors"))
+        if ema is not None:
+            ema_state = ema.state_dict()
+            shadow = {
+                str(i): t.detach().cpu().contiguous().clone()
+                for i, t in enumerate(ema_state.pop("shadow_params"))
+            }
+            save_file(shadow, str(temporary / "ema.safetensors"))
+            payload["ema"] = _jsonable(ema_state)
+        atomic_write_json(temporary / STATE_JSON, payload)
+
+
+def read_state_step(directory: Path) -> int | None:
+    """The step recorded in ``directory``'s state, or ``None`` if there is no complete state."""
+    path = Path(directory) / STATE_JSON
+    if not path.is_file():
+        return None
+    return int(json.loads(path.read_text())["step"])
+
+
+def load_training_state(
+    directory: Path,
+    *,
+    fingerprint: Mapping[str, Any],
+    mode: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    ema: Any | None = None,
+) -> ResumeDecision:
+    """Restore a state written by :func:`save_training_state` if it matches ``fingerprint``.
+
+    Args:
+        directory: State directory (absent = fresh start).
+        fingerprint: The current run's fingerprint.
+        mode: ``auto`` (refuse a mismatching state, with the reason, and start over), ``strict``
+            (a mismatch raises) or ``never`` (ignore any state).
+        model, optimizer, lr_scheduler, ema: Filled in place when the state is used.
+
+    Returns:
+        The step to continue from and, when a state was refused, the reason.
+
+    Raises:
+        ConfigError: In ``strict`` mode, when the state was written under another config.
+    """
+    directory = Path(directory)
+    path = directory / STATE_JSON
+    if mode == "never" or not path.is_file():
+        return ResumeDecision(step=0)
+    payload = json.loads(path.read_text())
+    parameters = _trainable(model)
+    model_tensors = load_file(str(directory / "model.safetensors"))
+    current = json.loads(json.dumps(_jsonable(dict(fingerprint))))  # tuples -> lists, as saved
+    reason = fingerprint_difference(payload.get("fingerprint", {}), current)
+    if reason is None and set(model_tensors) != set(parameters):
+        reason = "the saved trainable parameters differ from this run's"
+    if reason is None and (ema is None) != (payload.get("ema") is None):
+        reason = "train.use_ema differs from the saved state"
+    if reason is not None:
+        message = f"resume state {directory} was written under another config ({reason})"
+        if mode == "strict":
+            raise ConfigError(f"{message}; delete it or set train.resume=auto")
+        return ResumeDecision(step=0, reason=message)
+    with torch.no_grad():
+        for name, tensor in model_tensors.items():
+            parameters[name].copy_(tensor)
+    optimizer_tensors = load_file(str(directory / "optimizer.safetensors"))
+    optimizer.load_state_dict(_unflatten_optimizer(optimizer_tensors, payload["optimizer"]))
+    lr_scheduler.load_state_dict(
+        {**payload["lr_scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)}
+    )
+    if ema is not None:
+        shadow = load_file(str(directory / "ema.safetensors"))
+        ema.load_state_dict({**payload["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
+    return ResumeDecision(step=int(payload["step"]))

@@ -1,0 +1,373 @@
+"""The one training loop every stage uses, on ``accelerate``.
+
+A stage describes its work as a :class:`TrainingRun`: an objective module (holding the trained and the
+frozen networks, returning an :class:`ObjectiveOutput`), parameter groups with their learning rates, a
+:class:`BatchSource` and a step count. :func:`train` does the rest the same way for every stage: AdamW,
+a diffusers lr schedule, mixed precision (where the hardware has it), gradient accumulation and clipping,
+optional EMA, per-step seeding, resumable state every ``train.checkpoint_every`` steps, a rich progress
+bar and dvclive curves. It runs unchanged on 1 CPU, 1 GPU or under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import resource
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from unildiff.errors import UniLDiffError
+from unildiff.training.checkpoint import load_training_state, save_training_state
+from unildiff.training.config import TrainConfig
+
+
+class NonFiniteLossError(UniLDiffError, FloatingPointError):
+    """The loss became NaN or infinite; the last good resumable state is kept."""
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective's ``forward(batch, generator)`` returns.
+
+    Attributes:
+        loss: 0-dim tensor to minimise.
+        terms: Named 0-dim loss terms to log (e.g. ``l1``, ``aux_loss``).
+        expert_usage: (E,) fraction of tokens routed to each DAEM expert, or ``None``.
+    """
+
+    loss: torch.Tensor
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    expert_usage: torch.Tensor | None = None
+
+
+class BatchSource(Protocol):
+    """Gives the batch for a list of item indices; the loop chooses the indices (seeded, per step)."""
+
+    def __len__(self) -> int: ...
+
+    def __call__(self, indices: torch.Tensor, device: torch.device) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ParamGroup:
+    """A named optimizer parameter group with its (initial) learning rate."""
+
+    name: str
+    parameters: tuple[torch.nn.Parameter, ...]
+    lr: float
+
+
+@dataclass
+class TrainingRun:
+    """One stage's (or phase's) training job.
+
+    Attributes:
+        stage: Name used in messages, the progress bar and fingerprint.
+        objective: ``nn.Module`` with ``forward(batch, generator) -> ObjectiveOutput``; parameters that
+            do not require grad are frozen and never touched.
+        param_groups: Trained parameters and learning rates.
+        batches: Source of the training batches.
+        steps: Optimizer steps in total.
+        batch_size: Items per micro-batch and process.
+        checkpoint_dir: Resumable-state directory (``checkpoints/<stage>``).
+        live_dir: dvclive directory (``dvclive/<stage>``), or ``None`` for no curves.
+        fingerprint: JSON-able description of everything a resumed state must match.
+        lr_schedule: ``diffusers.optimization.get_scheduler`` name (``constant``, ``cosine``, ...).
+        warmup_steps: Warm-up steps of the schedule.
+        weight_decay: AdamW weight decay.
+    """
+
+    stage: str
+    objective: torch.nn.Module
+    param_groups: Sequence[ParamGroup]
+    batches: BatchSource
+    steps: int
+    batch_size: int
+    checkpoint_dir: Path
+    live_dir: Path | None
+    fingerprint: Mapping[str, Any]
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Summary of a finished :func:`train` call (for logs and the report)."""
+
+    stage: str
+    start_step: int
+    steps: int
+    seconds: float
+    iterations_per_second: float
+    final_loss: float
+    peak_memory_mib: float
+    resume_note: str | None
+
+
+def derived_seed(*parts: int) -> int:
+    """A 63-bit seed derived from integers (run seed, step, micro-step, process)."""
+    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """An ``accelerate.Accelerator`` for ``config`` (mixed precision only where CUDA is available)."""
+    from accelerate import Accelerator
+
+    has_cuda = torch.cuda.is_available()
+    mixed_precision = config.mixed_precision if has_cuda else "no"
+    # cpu=True on CPU-only hosts lets torchrun / `accelerate launch` processes form a gloo group (MULTI_CPU).
+    return Accelerator(
+        cpu=not has_cuda,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+    )
+
+
+class _SpeedColumn(ProgressColumn):
+    def render(self, task: Any) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("? it/s" if speed is None else f"{speed:.2f} it/s", style="progress.data.speed")
+
+
+def _progress(disable: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        _SpeedColumn(),
+        TimeRemainingColumn(),
+        disable=disable,
+    )
+
+
+def _sample_indices(
+    run: TrainingRun, seed: int, key: tuple[int, int], process: int, processes: int
+) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(derived_seed(seed, *key))
+    count = len(run.batches)
+    total = run.batch_size * processes
+    if total <= count:
+        indices = torch.randperm(count, generator=generator)[:total]
+    else:
+        indices = torch.randint(count, (total,), generator=generator)
+    return indices[process * run.batch_size : (process + 1) * run.batch_size]
+
+
+def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None) -> TrainingResult:
+    """Train ``run.objective`` for ``run.steps`` optimizer steps, resuming from ``run.checkpoint_dir``.
+
+    Args:
+        run: The job.
+        config: Shared training settings.
+        accelerator: An existing ``Accelerator`` (one per process); made from ``config`` if ``None``.
+
+    Returns:
+        A :class:`TrainingResult`. The trained parameters are updated in place (EMA weights copied in
+        when ``config.use_ema``); delivering them with ``save_pretrained`` is the caller's job.
+
+    Raises:
+        NonFiniteLossError: The loss became non-finite; the last saved state is kept.
+        ConfigError: ``train.resume=strict`` and the saved state was written under another config.
+    """
+    from accelerate.utils import set_seed
+    from diffusers.optimization import get_scheduler
+
+    accelerator = accelerator or make_accelerator(config)
+    objective = run.objective.to(accelerator.device)
+    groups = [{"params": list(g.parameters), "lr": g.lr, "name": g.name} for g in run.param_groups]
+    optimizer = torch.optim.AdamW(groups, weight_decay=run.weight_decay)
+    lr_scheduler = get_scheduler(
+        run.lr_schedule, optimizer, num_warmup_steps=run.warmup_steps, num_training_steps=run.steps
+    )
+    trained = [p for g in run.param_groups for p in g.parameters]
+    ema = None
+    if config.use_ema:
+        from diffusers.training_utils import EMAModel
+
+        ema = EMAModel(trained, decay=config.ema_decay)
+    fingerprint = {
+        **run.fingerprint,
+        "stage": run.stage,
+        "processes": accelerator.num_processes,
+        "steps": run.steps,
+        "batch_size": run.batch_size,
+        "lr_schedule": run.lr_schedule,
+        "warmup_steps": run.warmup_steps,
+        "weight_decay": run.weight_decay,
+        "param_groups": [[g.name, g.lr] for g in run.param_groups],
+        "train": _train_fingerprint(config),
+    }
+    decision = load_training_state(
+        run.checkpoint_dir,
+        fingerprint=fingerprint,
+        mode=config.resume,
+        model=objective,
+        optimizer=optimizer,
+        lr_scheduler=lr_scheduler,
+        ema=ema,
+    )
+    if decision.reason and accelerator.is_main_process:
+        print(f"{run.stage}: {decision.reason}; starting from step 0")
+    wrapped, optimizer = accelerator.prepare(objective, optimizer)
+    if ema is not None:
+        ema.to(accelerator.device)
+    last_saved = decision.step if decision.step else None
+    live = _open_live(run, accelerator, decision.step)
+    step, loss_value, started = decision.step, float("nan"), time.perf_counter()
+    output: ObjectiveOutput | None = None
+    wrapped.train()
+    with _progress(disable=not accelerator.is_main_process) as progress:
+        task = progress.add_task(run.stage, total=run.steps, completed=step, loss="-")
+        while step < run.steps:
+            set_seed(derived_seed(config.seed, step, accelerator.process_index) % (2**32))
+            losses = []
+            for micro in range(config.gradient_accumulation_steps):
+                indices = _sample_indices(
+                    run, config.seed, (step, micro), accelerator.process_index, accelerator.num_processes
+                )
+                generator = torch.Generator(device=accelerator.device)
+                generator.manual_seed(derived_seed(config.seed, step, micro, accelerator.process_index, 1))
+                batch = run.batches(indices, accelerator.device)
+                with accelerator.accumulate(wrapped):
+                    with accelerator.autocast():
+                        output = wrapped(batch, generator)
+                    reduced = accelerator.reduce(output.loss.detach().float(), reduction="mean")
+                    if not torch.isfinite(reduced):
+                        raise NonFiniteLossError(
+                            f"{run.stage}: non-finite loss ({reduced.item()}) at step {step}; stopped; "
+                            f"last good state: {run.checkpoint_dir} (step {last_saved})"
+                        )
+                    accelerator.backward(output.loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(trained, config.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                losses.append(reduced.item())
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step(trained)
+            step += 1
+            loss_value = sum(losses) / len(losses)
+            progress.update(task, advance=1, loss=f"{loss_value:.4f}")
+            if live is not None and (step % config.log_every == 0 or step == run.steps):
+                _log(live, step, loss_value, output, optimizer)
+            if step % config.checkpoint_every == 0 or step == run.steps:
+                _save(run, accelerator, step, fingerprint, objective, optimizer, lr_scheduler, ema)
+                last_saved = step
+    seconds = time.perf_counter() - started
+    done = step - decision.step
+    iterations_per_second = done / seconds if done and seconds > 0 else 0.0
+    peak_memory_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if ema is not None:
+        ema.copy_to(trained)
+    if live is not None:
+        live.summary.update(
+            {
+                "iterations_per_second": round(iterations_per_second, 3),
+                "seconds": round(seconds, 2),
+                "peak_memory_mib": round(peak_memory_mib, 1),
+            }
+        )
+        live.make_summary()
+        if output is not None and output.expert_usage is not None:
+            output_usage = [
+                u if math.isfinite(u) else 0.0 for u in output.expert_usage.float().cpu().tolist()
+            ]
+            live.log_plot(
+                "expert_usage",
+                [{"expert": i, "usage": u} for i, u in enumerate(output_usage)],
+                x="expert",
+                y="usage",
+                template="bar_horizontal",
+                title="DAEM expert usage",
+            )
+        live.end()
+    accelerator.wait_for_everyone()
+    return TrainingResult(
+        stage=run.stage,
+        start_step=decision.step,
+        steps=step,
+        seconds=seconds,
+        iterations_per_second=iterations_per_second,
+        final_loss=loss_value,
+        peak_memory_mib=peak_memory_mib,
+        resume_note=decision.reason,
+    )
+
+
+def _train_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    # Settings that change the result; checkpoint/log periods and the resume mode do not.
+    return {
+        "seed": config.seed,
+        "mixed_precision": config.mixed_precision,
+        "crop_size": config.crop_size,
+        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "max_grad_norm": config.max_grad_norm,
+        "use_ema": config.use_ema,
+        "ema_decay": config.ema_decay,
+        "prompt_dropout": config.prompt_dropout,
+    }
+
+
+def _save(
+    run: TrainingRun,
+    accelerator: Any,
+    step: int,
+    fingerprint: Mapping[str, Any],
+    objective: torch.nn.Module,
+    optimizer: Any,
+    lr_scheduler: Any,
+    ema: Any,
+) -> None:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        save_training_state(
+            run.checkpoint_dir,
+            step=step,
+            fingerprint=fingerprint,
+            model=objective,
+            optimizer=optimizer.optimizer,
+            lr_scheduler=lr_scheduler,
+            ema=ema,
+        )
+    accelerator.wait_for_everyone()
+
+
+def _open_live(run: TrainingRun, accelerator: Any, start_step: int) -> Any:
+    if run.live_dir is None or not accelerator.is_main_process:
+        return None
+    from dvclive import Live
+
+    live = Live(dir=str(run.live_dir), save_dvc_exp=False, dvcyaml=None, resume=start_step > 0)
+    live.step = start_step
+    return live
+
+
+def _log(live: Any, step: int, loss: float, output: ObjectiveOutput, optimizer: Any) -> None:
+    live.step = step
+    live.log_metric("loss", loss)
+    for group in optimizer.param_groups:
+        live.log_metric(f"lr/{group['name']}", float(group["lr"]))
+    for name, value in output.terms.items():
+        live.log_metric(name, float(value.detach().float().item()))
+    if output.expert_usage is not None:
+        for index, usage in enumerate(output.expert_usage.detach().float().cpu().tolist()):
+            live.log_metric(f"expert_usage/{index}", usage)
+    live.make_summary()

@@ -1,0 +1,151 @@
+"""Stage 1 of UniLDiff (supplement §2.2): DAFF pre-training (1a) and joint fine-tuning (1b), eq. 9."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unildiff.training.batches import LatentBatches, PromptTable
+from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
+from unildiff.training.latents import LatentCache
+from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
+from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
+
+
+def build_daff(prior: Any, lq_encoder: torch.nn.Module, daff_config: Any) -> torch.nn.Module:
+    """A fresh DAFF sized for ``prior.unet`` and ``lq_encoder`` (zero-initialised output projection)."""
+    from unildiff.models.daff import DAFF
+
+    unet = prior.unet
+    return DAFF.from_settings(
+        daff_config,
+        hidden_channels=unet.config.block_out_channels[0],
+        lq_channels=lq_encoder.out_channels,
+        text_dim=unet.config.cross_attention_dim,
+    )
+
+
+def _settings(module: torch.nn.Module) -> dict[str, Any]:
+    """A module's ``register_to_config`` settings (without diffusers' private ``_name_or_path`` etc.)."""
+    return {key: value for key, value in module.config.items() if not key.startswith("_")}
+
+
+def _freeze(*modules: torch.nn.Module) -> None:
+    for module in modules:
+        module.requires_grad_(False).eval()
+
+
+def _objective(
+    prior: Any,
+    lq_encoder: torch.nn.Module,
+    daff: torch.nn.Module,
+    cache: LatentCache,
+    train_config: TrainConfig,
+) -> tuple[RestorationDenoisingObjective, LatentBatches]:
+    from unildiff.models.denoiser import UniLDiffDenoiser
+
+    table = PromptTable.from_prior(prior, cache.pairs.prompts)
+    objective = RestorationDenoisingObjective(
+        UniLDiffDenoiser(prior.unet, daff),
+        lq_encoder,
+        noise_schedule(prior.scheduler),
+        table,
+        train_config.prompt_dropout,
+    )
+    return objective, LatentBatches(cache, table)
+
+
+def train_daff(
+    prior: Any,
+    lq_encoder: torch.nn.Module,
+    daff: torch.nn.Module,
+    cache: LatentCache,
+    config: Stage1aConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    live_dir: Path | None,
+    accelerator: Any,
+    inputs_key: str,
+) -> TrainingResult:
+    """Stage 1a: train only ``daff`` (UNet, VAE, text encoders and LQ encoder frozen); AdamW, constant lr.
+
+    Args:
+        prior: ``PriorComponents`` (from ``load_prior('models/prior')``).
+        lq_encoder: ``LQEncoder.from_vae(prior.vae)`` (frozen here).
+        daff: DAFF to train, in place.
+        cache: Cached clean latents and lq [-1, 1] (N, 3, S, S) images.
+        config: Steps, lr, batch size.
+        train_config: Shared loop settings.
+        checkpoint_dir: ``checkpoints/train_daff``.
+        live_dir: ``dvclive/train_daff`` or ``None``.
+        accelerator: The process's ``accelerate.Accelerator``.
+        inputs_key: Digest of the prior and the cache (a changed input refuses an old state).
+    """
+    _freeze(prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
+    daff.requires_grad_(True).train()
+    objective, batches = _objective(prior, lq_encoder, daff, cache, train_config)
+    run = TrainingRun(
+        stage="train_daff",
+        objective=objective,
+        param_groups=[ParamGroup("daff", tuple(daff.parameters()), config.lr)],
+        batches=batches,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        checkpoint_dir=checkpoint_dir,
+        live_dir=live_dir,
+        fingerprint={"stage1a": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        weight_decay=config.weight_decay,
+    )
+    result = train(run, train_config, accelerator)
+    objective.denoiser.remove_hook()
+    _freeze(daff)
+    return result
+
+
+def train_joint(
+    prior: Any,
+    lq_encoder: torch.nn.Module,
+    daff: torch.nn.Module,
+    cache: LatentCache,
+    config: Stage1bConfig,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    live_dir: Path | None,
+    accelerator: Any,
+    inputs_key: str,
+) -> TrainingResult:
+    """Stage 1b: train the LQ encoder (``lr_lq_encoder``) and DAFF + UNet (``lr_denoiser``), cosine decay.
+
+    The VAE and the text encoders stay frozen. Arguments as :func:`train_daff` (``daff`` comes from 1a;
+    ``checkpoint_dir`` is ``checkpoints/train_joint``); ``lq_encoder``, ``daff`` and ``prior.unet`` are
+    updated in place.
+    """
+    _freeze(prior.vae, prior.text_encoder, prior.text_encoder_2)
+    for module in (lq_encoder, daff, prior.unet):
+        module.requires_grad_(True).train()
+    objective, batches = _objective(prior, lq_encoder, daff, cache, train_config)
+    groups = [
+        ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),
+        ParamGroup("denoiser", (*daff.parameters(), *prior.unet.parameters()), config.lr_denoiser),
+    ]
+    run = TrainingRun(
+        stage="train_joint",
+        objective=objective,
+        param_groups=groups,
+        batches=batches,
+        steps=config.steps,
+        batch_size=config.batch_size,
+        checkpoint_dir=checkpoint_dir,
+        live_dir=live_dir,
+        fingerprint={"stage1b": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        lr_schedule="cosine",
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+    )
+    result = train(run, train_config, accelerator)
+    objective.denoiser.remove_hook()
+    _freeze(lq_encoder, daff, prior.unet)
+    return result

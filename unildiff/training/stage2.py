@@ -1,0 +1,86 @@
+"""Stage 2 of UniLDiff (supplement §2.2): tune the VAE decoder and its DAEM blocks (eq. 10)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unildiff.training.batches import LatentBatches
+from unildiff.training.config import Stage2Config, TrainConfig
+from unildiff.training.latents import LatentCache
+from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
+from unildiff.training.objectives import DecoderObjective
+
+
+class SkipEncoder(torch.nn.Module):
+    """The frozen VAE encoder's multi-scale features of the lq image (``LQConditioner.encode_with_skips``).
+
+    Args:
+        vae: The prior's frozen ``AutoencoderKL``.
+    """
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        from unildiff.models.conditioner import LQConditioner
+        from unildiff.models.lq_encoder import LQEncoder
+
+        # Only the VAE part of the conditioner runs here; its LQ encoder is never called in stage 2.
+        self.conditioner = LQConditioner(LQEncoder.from_vae(vae), vae)
+
+    def forward(self, lq: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Skips of lq [-1, 1], (B, 3, H, W): one tensor per VAE encoder level."""
+        return self.conditioner.encode_with_skips(lq)[1]
+
+
+def train_daem(
+    prior: Any,
+    decoder: torch.nn.Module,
+    cache: LatentCache,
+    config: Stage2Config,
+    train_config: TrainConfig,
+    checkpoint_dir: Path,
+    live_dir: Path | None,
+    accelerator: Any,
+    inputs_key: str,
+) -> TrainingResult:
+    """Train ``decoder`` (``DAEMDecoder.from_vae(prior.vae, ...)``: decoder + DAEM) in place.
+
+    Latents are the cached ``encode(gt)``; skips come from ``encode(lq)`` with the frozen VAE encoder.
+    Loss L1 + λ1·(1 − SSIM) + λ2·L_aux (eq. 10).
+
+    Args:
+        prior: ``PriorComponents``; its VAE stays frozen.
+        decoder: The ``DAEMDecoder`` to train.
+        cache: Cached clean latents with lq/gt [-1, 1] (N, 3, S, S).
+        config: Steps, lr, λ1, λ2.
+        train_config: Shared loop settings.
+        checkpoint_dir: ``checkpoints/train_daem``.
+        live_dir: ``dvclive/train_daem`` or ``None``.
+        accelerator: The process's ``accelerate.Accelerator``.
+        inputs_key: Digest of the prior and the cache.
+    """
+    for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
+        module.requires_grad_(False).eval()
+    skip_encoder = SkipEncoder(prior.vae).requires_grad_(False).eval()
+    decoder.requires_grad_(True).train()
+    objective = DecoderObjective(decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size)
+    settings = {key: value for key, value in decoder.config.items() if not key.startswith("_")}
+    run = TrainingRun(
+        stage="train_daem",
+        objective=objective,
+        param_groups=[ParamGroup("decoder", tuple(decoder.parameters()), config.lr)],
+        batches=LatentBatches(cache, None),
+        steps=config.steps,
+        batch_size=config.batch_size,
+        checkpoint_dir=checkpoint_dir,
+        live_dir=live_dir,
+        fingerprint={"stage2": dataclasses.asdict(config), "decoder": settings, "inputs": inputs_key},
+        lr_schedule="cosine",
+        weight_decay=config.weight_decay,
+    )
+    result = train(run, train_config, accelerator)
+    decoder.requires_grad_(False).eval()
+    return result
