@@ -38,12 +38,12 @@ def test_bench_writes_a_well_formed_report(tmp_path):
     from unildiff.pipeline import SamplingConfig
 
     config = BenchConfig(
-        sizes=(32,), steps=(2,), repeats=2, warmup=0, backends=("torch", "onnxruntime", "tensorrt")
+        sizes=(32,), steps=(4,), repeats=2, warmup=0, backends=("torch", "onnxruntime", "tensorrt")
     )
     report = run_bench(
         tiny_model(),
         config,
-        SamplingConfig(steps=2, cfg=5.0),
+        SamplingConfig(steps=4, cfg=5.0, start="lq", strength=0.5),  # runs 2 of the 4 steps
         onnx_dir=tmp_path / "missing",
         engine_dir=tmp_path / "engines",
     )
@@ -56,8 +56,9 @@ def test_bench_writes_a_well_formed_report(tmp_path):
     for result in row.values():
         assert result["median_ms"] > 0 and result["flops_per_call"] > 0 and result["peak_memory_mb"] > 0
         assert result["achieved_gflops_per_s"] > 0
-    end_to_end = loaded["end_to_end"]["torch"]["32px_2steps"]
+    end_to_end = loaded["end_to_end"]["torch"]["32px_4steps"]
     assert end_to_end["graph_calls"] == 1 + 2 + 1 + 1  # encode, 2 denoise steps, decode, prompt encoding
+    assert end_to_end["denoiser_calls"] == 2  # FLOPs count the steps that ran, not the schedule's length
     assert 0 <= end_to_end["loop_overhead_percent"] < 100
     assert end_to_end["flops_per_image_graphs"] == (
         row["lq_encoder"]["flops_per_call"]

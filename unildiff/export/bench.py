@@ -132,7 +132,7 @@ def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: 
             run()
         totals, overheads = [], []
         for _ in range(config.repeats):
-            timed.seconds, timed.calls = 0.0, 0
+            timed.seconds, timed.calls, timed.denoise_calls = 0.0, 0, 0
             synchronize(config.device)
             start = time.perf_counter()
             run()
@@ -146,6 +146,7 @@ def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: 
         "images_per_s": round(1000.0 / median, 4),
         "loop_overhead_percent": round(statistics.median(overheads), 3),
         "graph_calls": timed.calls,
+        "denoiser_calls": timed.denoise_calls,
     }
 
 
@@ -225,7 +226,8 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
                     result = _end_to_end(
                         graphs, prompt_encoder, model.prior.scheduler.config, step_sampling, lq, config
                     )
-                    graph_flops = flops["lq_encoder"] + steps * flops["denoiser_step_cfg"] + flops["decoder"]
+                    denoiser_flops = result["denoiser_calls"] * flops["denoiser_step_cfg"]
+                    graph_flops = flops["lq_encoder"] + denoiser_flops + flops["decoder"]
                     result["flops_per_image_graphs"] = graph_flops
                     result["achieved_gflops_per_s"] = round(graph_flops / result["median_ms"] * 1e-6, 4)
                     end_to_end[backend][f"{size}px_{steps}steps"] = result
@@ -233,7 +235,12 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
     return {
         "host": host_description(device),
         "config": config_description(config),
-        "sampling": {"scheduler": sampling.scheduler, "cfg": sampling.cfg, "start": sampling.start},
+        "sampling": {
+            "scheduler": sampling.scheduler,
+            "cfg": sampling.cfg,
+            "start": sampling.start,
+            "strength": sampling.strength,
+        },
         "components": components,
         "end_to_end": end_to_end,
         "speedup_vs_torch": _speedups(end_to_end),

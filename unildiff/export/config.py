@@ -86,11 +86,14 @@ class OnnxRuntimeConfig:
         intra_op_threads: threads inside one operator; 0 lets ONNX Runtime choose.
         optimization: graph optimisation level (``all`` fuses the most).
         prefer_cuda: use ``CUDAExecutionProvider`` when onnxruntime-gpu provides it.
+        allow_spinning: let idle intra-op threads spin (``session.intra_op.allow_spinning``); off by
+            default because spinning threads starve the torch work between graph calls.
     """
 
     intra_op_threads: int = 0
     optimization: OrtOptimization = OrtOptimization.ALL
     prefer_cuda: bool = True
+    allow_spinning: bool = False
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:

@@ -108,6 +108,7 @@ class TimedGraphs:
         self.pixel_multiple = getattr(graphs, "pixel_multiple", 64)
         self.seconds = 0.0
         self.calls = 0
+        self.denoise_calls = 0
 
     def _timed(self, method, *args):
         synchronize(self.device)
@@ -122,6 +123,7 @@ class TimedGraphs:
         return self._timed(self.graphs.encode_lq, lq)
 
     def denoise(self, *args):
+        self.denoise_calls += 1
         return self._timed(self.graphs.denoise, *args)
 
     def decode(self, latents, skips):
