@@ -33,7 +33,7 @@ def main() -> None:
     accelerator = make_accelerator(train_config)
     prior = load_prior(PRIOR)
     cache = load_latent_cache(CACHE)
-    decoder = DAEMDecoder.from_vae(prior.vae, daem_config)
+    decoder = DAEMDecoder.from_vae(prior.vae, daem_config, seed=train_config.seed)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
     result = train_daem(
         prior, decoder, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key

@@ -34,7 +34,7 @@ def main() -> None:
     prior = load_prior(PRIOR)
     cache = load_latent_cache(CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, daff_config)
+    daff = build_daff(prior, lq_encoder, daff_config, seed=train_config.seed)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
     result = train_daff(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key

@@ -36,8 +36,7 @@ def test_matches_the_supplement_transcription(k):
     clean = [[0.5, -1.0, 2.0, 0.1], [1.5, 0.3, -0.2, 0.0], [0.0, 0.0, 0.4, -2.0]]
     noise = [[0.1, -0.2, 0.05, 0.3], [-0.1, 0.25, 0.0, -0.3], [0.2, 0.1, -0.15, 0.05]]
     noisy = [
-        [c + n for c, n in zip(row_c, row_n, strict=True)]
-        for row_c, row_n in zip(clean, noise, strict=True)
+        [c + n for c, n in zip(row_c, row_n, strict=True)] for row_c, row_n in zip(clean, noise, strict=True)
     ]
     sigma = 1.0 / 4
     imp, load_values, aux = _transcription(clean, noisy, sigma, k)

@@ -113,6 +113,19 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
         assert torch.allclose(optimizer_a[key], optimizer_b[key], atol=1e-6), key
 
 
+def test_finished_state_is_stale_and_training_starts_over(tmp_path: Path) -> None:
+    first = make_run(tmp_path, steps=6)
+    train(first, CONFIG)
+    # DVC reran the stage (say, its code changed): the persisted final state must not be reused.
+    again_objective = ToyObjective()
+    again = make_run(tmp_path, steps=6, objective=again_objective)
+    result = train(again, TrainConfig(checkpoint_every=3, log_every=1, resume="strict"))
+    assert result.start_step == 0 and "finished run (step 6 of 6)" in result.resume_note
+    assert result.iterations_per_second > 0 and result.final_loss == result.final_loss  # not NaN
+    assert torch.allclose(again_objective.trained.weight, first.objective.trained.weight, atol=1e-6)
+    assert (again.live_dir / "plots" / "metrics" / "loss.tsv").is_file()
+
+
 def test_mismatched_state_is_refused(tmp_path: Path) -> None:
     train(make_run(tmp_path, steps=3), CONFIG)
     other = make_run(tmp_path, steps=3, lr=5e-2)

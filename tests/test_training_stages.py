@@ -46,13 +46,39 @@ def _same(before: list[torch.Tensor], *modules: torch.nn.Module) -> bool:
     return all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
 
 
+def test_fresh_daff_and_daem_are_seeded_and_leave_the_global_rng_alone(setup) -> None:
+    from unildiff.models.decoder import DAEMDecoder
+    from unildiff.models.lq_encoder import LQEncoder
+    from unildiff.training.stage1 import build_daff
+
+    prior, _ = setup
+    lq_encoder = LQEncoder.from_vae(prior.vae)
+    config = DAFFConfig(width=16, num_heads=2)
+
+    def build(seed: int) -> list[torch.Tensor]:
+        return _snapshot(
+            build_daff(prior, lq_encoder, config, seed=seed),
+            DAEMDecoder.from_vae(prior.vae, DAEMConfig(), seed=seed),
+        )
+
+    torch.manual_seed(123)
+    first = build(0)
+    after_first = torch.rand(1)
+    torch.manual_seed(999)  # another global RNG state: the weights must not depend on it
+    second, other = build(0), build(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other, strict=True))
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(1), after_first)  # building consumed nothing from the global RNG
+
+
 def test_train_daff_updates_only_daff(setup, tmp_path: Path) -> None:
     from unildiff.models.lq_encoder import LQEncoder
     from unildiff.training.stage1 import build_daff, train_daff
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2))
+    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2), seed=0)
     frozen = (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     before, daff_before = _snapshot(*frozen), _snapshot(daff)
     result = train_daff(
@@ -78,7 +104,7 @@ def test_train_joint_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2))
+    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2), seed=0)
     unet = prior.unet
     frozen = (prior.vae, prior.text_encoder, prior.text_encoder_2)
     before, trained_before = _snapshot(*frozen), [_snapshot(m) for m in (lq_encoder, daff, unet)]

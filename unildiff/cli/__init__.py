@@ -19,7 +19,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def root() -> None:
     """All-in-one image restoration with latent-diffusion priors."""

@@ -76,6 +76,27 @@ def register(app: typer.Typer) -> None:
             payload = write_reports(evaluate_model(model, prepared, sampling, config), reports)
             typer.echo(f"wrote {reports / 'metrics.json'}: restored {payload.get('restored', {}).get('avg')}")
 
+    @app.command("diagnose-conditioning")
+    def diagnose_conditioning(
+        cache: Annotated[Path, typer.Option(help="Latent cache (encode_latents stage).")] = Path(
+            "models/cache/latents"
+        ),
+        samples: Annotated[int, typer.Option(help="Cached training pairs to probe.")] = 64,
+        seed: Annotated[int, typer.Option(help="Seed of the pair choice and the noise.")] = 0,
+        prior: Annotated[Path, typer.Option(help="Prior folder.")] = DEFAULT_PRIOR,
+        stage1: Annotated[Path, typer.Option(help="Stage-1 weights.")] = DEFAULT_STAGE1,
+        stage2: Annotated[Path, typer.Option(help="Stage-2 weights.")] = DEFAULT_STAGE2,
+    ) -> None:
+        """Print the denoiser's eq.-9 noise error with f^LQ shuffled, the prompt removed and DAFF off."""
+        with reported_errors():
+            from unildiff.evaluation.conditioning import conditioning_usage, format_conditioning
+            from unildiff.models.bundle import load_trained_model
+            from unildiff.training.latents import load_latent_cache
+
+            model = load_trained_model(prior, stage1, stage2)
+            rows = conditioning_usage(model, load_latent_cache(cache), num_samples=samples, seed=seed)
+            typer.echo(format_conditioning(rows))
+
     @app.command("check-metrics")
     def check_metrics_command(
         rev: Annotated[str, typer.Option(help="Baseline git revision (via `dvc metrics diff`).")] = "HEAD",

@@ -107,28 +107,36 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
         self.daem_blocks = nn.ModuleDict(blocks)
 
     @classmethod
-    def from_vae(cls, vae: AutoencoderKL, daem_config: DAEMConfig) -> DAEMDecoder:
-        """Copy ``vae``'s post_quant_conv and decoder, add fresh DAEM blocks from ``daem_config``."""
+    def from_vae(cls, vae: AutoencoderKL, daem_config: DAEMConfig, seed: int = 0) -> DAEMDecoder:
+        """Copy ``vae``'s post_quant_conv and decoder, add fresh DAEM blocks from ``daem_config``.
+
+        Args:
+            vae: The prior's VAE (its decoder weights are copied).
+            daem_config: The ``daem`` settings.
+            seed: Seed of the fresh DAEM blocks' initialisation; the global RNG is left as it was.
+        """
         daem_config.validate()
         config = vae.config
-        decoder = cls(
-            out_channels=config.out_channels,
-            up_block_types=tuple(config.up_block_types),
-            block_out_channels=tuple(config.block_out_channels),
-            layers_per_block=config.layers_per_block,
-            norm_num_groups=config.norm_num_groups,
-            act_fn=config.act_fn,
-            latent_channels=config.latent_channels,
-            mid_block_add_attention=config.get("mid_block_add_attention", True),
-            use_post_quant_conv=config.get("use_post_quant_conv", True),
-            scaling_factor=config.scaling_factor,
-            shift_factor=config.get("shift_factor", None),
-            daem_up_blocks=tuple(daem_config.up_blocks),
-            num_experts=daem_config.num_experts,
-            top_k=daem_config.top_k,
-            window=daem_config.window,
-            num_heads=daem_config.num_heads,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            decoder = cls(
+                out_channels=config.out_channels,
+                up_block_types=tuple(config.up_block_types),
+                block_out_channels=tuple(config.block_out_channels),
+                layers_per_block=config.layers_per_block,
+                norm_num_groups=config.norm_num_groups,
+                act_fn=config.act_fn,
+                latent_channels=config.latent_channels,
+                mid_block_add_attention=config.get("mid_block_add_attention", True),
+                use_post_quant_conv=config.get("use_post_quant_conv", True),
+                scaling_factor=config.scaling_factor,
+                shift_factor=config.get("shift_factor", None),
+                daem_up_blocks=tuple(daem_config.up_blocks),
+                num_experts=daem_config.num_experts,
+                top_k=daem_config.top_k,
+                window=daem_config.window,
+                num_heads=daem_config.num_heads,
+            )
         source = vae.state_dict()
         copied = {
             key: value.detach().clone()

@@ -159,6 +159,7 @@ def load_training_state(
     *,
     fingerprint: Mapping[str, Any],
     mode: str,
+    total_steps: int,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -171,6 +172,9 @@ def load_training_state(
         fingerprint: The current run's fingerprint.
         mode: ``auto`` (refuse a mismatching state, with the reason, and start over), ``strict``
             (a mismatch raises) or ``never`` (ignore any state).
+        total_steps: The run's length. A state that already reached it is a finished run, not an
+            interrupted one: DVC only reruns a stage when an input changed (code included), so such a
+            state is stale and is refused in every mode, and training starts over.
         model, optimizer, lr_scheduler, ema: Filled in place when the state is used.
 
     Returns:
@@ -197,6 +201,11 @@ def load_training_state(
         if mode == "strict":
             raise ConfigError(f"{message}; delete it or set train.resume=auto")
         return ResumeDecision(step=0, reason=message)
+    if int(payload["step"]) >= total_steps:
+        return ResumeDecision(
+            step=0,
+            reason=f"resume state {directory} is a finished run (step {payload['step']} of {total_steps})",
+        )
     with torch.no_grad():
         for name, tensor in model_tensors.items():
             parameters[name].copy_(tensor)

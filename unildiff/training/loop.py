@@ -218,6 +218,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         run.checkpoint_dir,
         fingerprint=fingerprint,
         mode=config.resume,
+        total_steps=run.steps,
         model=objective,
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
