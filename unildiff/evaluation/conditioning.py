@@ -9,7 +9,8 @@ error ‖ε − ε̂‖₁ of the trained denoiser is measured four ways:
 - ``daff_off``: the (fine-tuned) UNet alone, without the DAFF residual.
 
 A condition the model uses makes its row's error larger than ``full``; a gap of zero means the model
-ignores it. Nothing here samples: the noise and timesteps are fixed by ``seed`` and the arguments.
+ignores it. The pairs and the noise come from a generator seeded with ``seed``, so the probe is
+deterministic; no weights change.
 """
 
 from __future__ import annotations
