@@ -10,6 +10,10 @@ import typer
 from unildiff.cli._errors import reported_errors
 from unildiff.cli.restore import DEFAULT_PRIOR, DEFAULT_STAGE1, DEFAULT_STAGE2
 
+PriorOption = Annotated[Path, typer.Option(help="Prior folder.")]
+Stage1Option = Annotated[Path, typer.Option(help="Stage-1 weights.")]
+Stage2Option = Annotated[Path, typer.Option(help="Stage-2 weights.")]
+
 
 def read_gate_config(params_file: Path):
     """Build the typed GateConfig from the ``gate`` section of ``params_file`` (the CLI reads the file)."""
@@ -56,9 +60,9 @@ def register(app: typer.Typer) -> None:
         steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
         cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
         seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-        prior: Annotated[Path, typer.Option(help="Prior folder.")] = DEFAULT_PRIOR,
-        stage1: Annotated[Path, typer.Option(help="Stage-1 weights.")] = DEFAULT_STAGE1,
-        stage2: Annotated[Path, typer.Option(help="Stage-2 weights.")] = DEFAULT_STAGE2,
+        prior: PriorOption = DEFAULT_PRIOR,
+        stage1: Stage1Option = DEFAULT_STAGE1,
+        stage2: Stage2Option = DEFAULT_STAGE2,
     ) -> None:
         """Score the model, the degraded input and the ablations on the test split; write reports/."""
         with reported_errors():
@@ -83,9 +87,9 @@ def register(app: typer.Typer) -> None:
         ),
         samples: Annotated[int, typer.Option(help="Cached training pairs to probe.")] = 64,
         seed: Annotated[int, typer.Option(help="Seed of the pair choice and the noise.")] = 0,
-        prior: Annotated[Path, typer.Option(help="Prior folder.")] = DEFAULT_PRIOR,
-        stage1: Annotated[Path, typer.Option(help="Stage-1 weights.")] = DEFAULT_STAGE1,
-        stage2: Annotated[Path, typer.Option(help="Stage-2 weights.")] = DEFAULT_STAGE2,
+        prior: PriorOption = DEFAULT_PRIOR,
+        stage1: Stage1Option = DEFAULT_STAGE1,
+        stage2: Stage2Option = DEFAULT_STAGE2,
     ) -> None:
         """Print the denoiser's eq.-9 noise error with f^LQ shuffled, the prompt removed and DAFF off."""
         with reported_errors():
