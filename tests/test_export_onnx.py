@@ -8,6 +8,7 @@ something non-trivial and parity means something.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import onnx
 import pytest
@@ -23,6 +24,8 @@ GRAPH_ATOL = 1e-4
 """Max abs ONNX-Runtime-vs-torch difference allowed per graph, relative to max(1, max |torch output|)."""
 PIPELINE_PSNR = 40.0
 """Lowest PSNR (dB) between the ORT pipeline's restoration and torch's on the same seed."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The checkout; no saved graph may mention it."""
 
 
 def tiny_model():
@@ -80,6 +83,17 @@ def test_every_graph_is_written_checked_and_dynamic(exported):
         first_input = model.graph.input[0].type.tensor_type.shape.dim
         assert first_input[0].dim_param, f"{name.value}: batch axis is static"
         assert manifest.exporters[name] in ("dynamo", "torchscript")
+
+
+def test_saved_graphs_hold_no_source_paths(exported):
+    """The dynamo exporter's per-node stack traces name absolute paths; they are dropped on save, so a
+    clone elsewhere writes the same bytes (DVC hashes export/onnx)."""
+    onnx_dir, *_ = exported
+    for name in GraphName:
+        model = onnx.load(str(onnx_dir / f"{name.value}.onnx"), load_external_data=False)
+        keys = {entry.key for node in model.graph.node for entry in node.metadata_props}
+        assert "pkg.torch.onnx.stack_trace" not in keys, name.value
+        assert str(REPO_ROOT) not in str(model.graph), name.value
 
 
 @pytest.mark.parametrize("size", [64, 48])

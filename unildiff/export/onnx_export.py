@@ -135,8 +135,28 @@ def _weights_bytes(model: onnx.ModelProto) -> int:
     return sum(len(tensor.raw_data) for tensor in model.graph.initializer)
 
 
+STACK_TRACE_KEY = "pkg.torch.onnx.stack_trace"
+"""Node metadata the dynamo exporter fills with Python stack traces (absolute source paths)."""
+
+
+def _drop_stack_traces(nodes) -> None:
+    """Remove :data:`STACK_TRACE_KEY` from ``nodes`` and their subgraphs, so the saved bytes do not
+    depend on where the checkout and the virtual environment live (DVC hashes them)."""
+    for node in nodes:
+        kept = [entry for entry in node.metadata_props if entry.key != STACK_TRACE_KEY]
+        if len(kept) != len(node.metadata_props):
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+        for attribute in node.attribute:
+            for subgraph in (attribute.g, *attribute.graphs):
+                _drop_stack_traces(subgraph.node)
+
+
 def _save(model: onnx.ModelProto, path: Path) -> None:
-    """Save ``model``; weights go to ``<name>.onnx.data`` when they exceed 2 GB."""
+    """Save ``model`` without stack traces; weights go to ``<name>.onnx.data`` when they exceed 2 GB."""
+    _drop_stack_traces(model.graph.node)
+    for function in model.functions:
+        _drop_stack_traces(function.node)
     external = _weights_bytes(model) > EXTERNAL_DATA_BYTES
     onnx.save_model(
         model,
