@@ -1,13 +1,13 @@
-"""DVC stage ``bench``: time torch / ONNX Runtime (/ TensorRT) → reports/bench.json."""
+"""DVC stage ``bench``: time torch / ONNX Runtime (/ TensorRT), one process each → reports/bench.json."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from stages._params import load_section, run_stage
-from unildiff.export.bench import run_bench, write_bench
+from unildiff.export.bench import write_bench
+from unildiff.export.bench_isolated import ModelDirs, run_bench_isolated
 from unildiff.export.config import BenchConfig
-from unildiff.models.bundle import load_trained_model
 from unildiff.pipeline import SamplingConfig
 
 PRIOR_DIR = Path("models/prior")
@@ -21,8 +21,8 @@ REPORT_PATH = Path("reports/bench.json")
 def main() -> None:
     config = load_section("bench", BenchConfig)
     sampling = load_section("sampling", SamplingConfig)
-    model = load_trained_model(PRIOR_DIR, STAGE1_DIR, STAGE2_DIR)
-    report = run_bench(model, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR)
+    model_dirs = ModelDirs(prior=PRIOR_DIR, stage1=STAGE1_DIR, stage2=STAGE2_DIR)
+    report = run_bench_isolated(model_dirs, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR)
     write_bench(report, REPORT_PATH)
 
 

@@ -7,15 +7,32 @@ import json
 import pytest
 import torch
 
-from unildiff.errors import ConfigError
+from unildiff.errors import ConfigError, MissingArtifactError
 from unildiff.export.bench import run_bench, write_bench
-from unildiff.export.config import BenchConfig
-from unildiff.export.timing import count_flops, measure
+from unildiff.export.bench_isolated import (
+    ModelDirs,
+    bench_config_from_dict,
+    merge_reports,
+    run_bench_isolated,
+)
+from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
+from unildiff.export.timing import config_description, count_flops, measure
 
 
 def test_flop_counter_counts_a_matmul():
     left, right = torch.ones(4, 8), torch.ones(8, 16)
     assert count_flops(lambda: left @ right) == 2 * 4 * 8 * 16
+
+
+def test_flop_counter_counts_cpu_attention():
+    """F.scaled_dot_product_attention on CPU counts QK^T and PV, like the explicit matmuls do."""
+    generator = torch.Generator().manual_seed(0)
+    query = torch.randn(2, 4, 64, 16, generator=generator)
+    key = torch.randn(2, 4, 48, 16, generator=generator)
+    value = torch.randn(2, 4, 48, 16, generator=generator)
+    fused = count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(query, key, value))
+    explicit = count_flops(lambda: (query @ key.transpose(-1, -2)).softmax(-1) @ value)
+    assert fused == explicit == 2 * (2 * 2 * 4 * 64 * 48 * 16)
 
 
 def test_measure_returns_the_median_of_the_repeats():
@@ -31,6 +48,8 @@ def test_bench_config_names_bad_params():
         BenchConfig(backends=("tvm",))
     with pytest.raises(ConfigError, match="bench.device=cuda"):
         BenchConfig(dtype="bf16")
+    with pytest.raises(ConfigError, match="bench.rounds"):
+        BenchConfig(rounds=0)
 
 
 def test_bench_writes_a_well_formed_report(tmp_path):
@@ -92,3 +111,82 @@ def test_sdxl_size_builder_wires_a_model_that_runs():
     encoding = graphs.encode_lq(torch.zeros(1, 3, 32, 32))
     assert encoding.lq_latent.shape == (1, 4, 4, 4)
     assert SDXL_UNET["cross_attention_dim"] == 768 + 1280
+
+
+def test_bench_config_survives_the_worker_request():
+    config = BenchConfig(
+        sizes=(32, 64),
+        steps=(2, 8),
+        repeats=3,
+        warmup=2,
+        rounds=2,
+        backends=("onnxruntime",),
+        onnxruntime=OnnxRuntimeConfig(intra_op_threads=1, optimization="basic", allow_spinning=True),
+    )
+    assert bench_config_from_dict(json.loads(json.dumps(config_description(config)))) == config
+
+
+def _backend_report(backend: str, median_ms: float) -> dict:
+    """A one-backend report as a worker writes it; ``tensorrt`` is skipped as on a CPU host."""
+    skipped = backend == "tensorrt"
+    row = {"median_ms": median_ms, "images_per_s": 1000.0 / median_ms}
+    return {
+        "host": {"device": "cpu"},
+        "config": {"backends": [backend], "rounds": 1},
+        "sampling": {"cfg": 3.0},
+        "components": {} if skipped else {backend: {"32px": {"decoder": dict(row)}}},
+        "end_to_end": {} if skipped else {backend: {"32px_2steps": row}},
+        "skipped": {"tensorrt": "no CUDA"} if skipped else {},
+        "process_per_backend": False,
+    }
+
+
+def test_merged_report_recomputes_speedups_across_processes():
+    merged = merge_reports([[_backend_report("torch", 300.0), _backend_report("onnxruntime", 200.0)]])
+    assert merged["process_per_backend"] is True
+    assert merged["config"]["backends"] == ["torch", "onnxruntime"]
+    assert merged["speedup_vs_torch"]["onnxruntime"] == {"32px_2steps": 1.5}
+    assert "speedup_vs_torch_rounds" not in merged
+
+
+def test_merged_rounds_report_the_median_round_and_pair_the_speedups():
+    rounds = [
+        [
+            _backend_report("torch", 300.0),
+            _backend_report("onnxruntime", 200.0),
+            _backend_report("tensorrt", 1),
+        ],
+        [
+            _backend_report("torch", 900.0),
+            _backend_report("onnxruntime", 300.0),
+            _backend_report("tensorrt", 1),
+        ],
+        [
+            _backend_report("torch", 400.0),
+            _backend_report("onnxruntime", 100.0),
+            _backend_report("tensorrt", 1),
+        ],
+    ]
+    merged = merge_reports(rounds)
+    assert merged["config"]["rounds"] == 3
+    assert merged["skipped"] == {"tensorrt": "no CUDA"}
+    torch_row = merged["end_to_end"]["torch"]["32px_2steps"]
+    assert torch_row["median_ms"] == 400.0 and torch_row["median_ms_rounds"] == [300.0, 900.0, 400.0]
+    assert merged["end_to_end"]["onnxruntime"]["32px_2steps"]["median_ms"] == 200.0
+    decoder = merged["components"]["torch"]["32px"]["decoder"]
+    assert decoder["median_ms"] == 400.0 and decoder["images_per_s"] == 2.5  # one round's row, whole
+    assert merged["speedup_vs_torch"]["onnxruntime"] == {"32px_2steps": 2.0}
+    assert merged["speedup_vs_torch_rounds"]["onnxruntime"] == {"32px_2steps": [1.5, 3.0, 4.0]}
+
+
+def test_isolated_bench_names_the_stage_of_missing_weights(tmp_path):
+    dirs = ModelDirs(prior=tmp_path / "prior", stage1=tmp_path / "stage1b", stage2=tmp_path / "stage2")
+    with pytest.raises(MissingArtifactError, match="run `dvc repro prior`"):
+        run_bench_isolated(
+            dirs, BenchConfig(), None, onnx_dir=tmp_path / "onnx", engine_dir=tmp_path / "engines"
+        )
+
+
+def test_rounds_need_process_isolation(tmp_path):
+    with pytest.raises(ConfigError, match="bench.rounds=2 needs one process per backend"):
+        run_bench(None, BenchConfig(rounds=2), None, onnx_dir=tmp_path, engine_dir=tmp_path)

@@ -56,3 +56,13 @@ def test_metrics_have_restored_and_baseline_rows(smoke_repo: Path) -> None:
         assert row in metrics, f"metrics.json lacks the {row!r} row: {sorted(metrics)}"
         assert 0.0 < metrics[row]["avg"]["psnr"] < 100.0
         assert 0.0 < metrics[row]["avg"]["ssim"] <= 1.0
+
+
+def test_bench_timed_each_backend_in_its_own_process(smoke_repo: Path) -> None:
+    report = json.loads((smoke_repo / "reports" / "bench.json").read_text())
+    assert report["process_per_backend"] is True
+    assert {"torch", "onnxruntime"} <= set(report["end_to_end"])
+    assert "tensorrt" in report["skipped"] or "tensorrt" in report["end_to_end"]
+    for backend in ("torch", "onnxruntime"):
+        assert report["end_to_end"][backend]["32px_2steps"]["median_ms"] > 0
+    assert report["speedup_vs_torch"]["onnxruntime"]["32px_2steps"] > 0

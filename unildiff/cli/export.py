@@ -93,6 +93,9 @@ def bench(
         "tensorrt",
     ],
     repeats: Annotated[int, typer.Option(help="Timed repetitions (median reported).")] = 5,
+    rounds: Annotated[
+        int, typer.Option(help="Fresh processes per backend, alternating; rows report the median round.")
+    ] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 1,
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (torch backend, CUDA).")] = "fp32",
@@ -108,6 +111,10 @@ def bench(
             help="Random-weight SDXL-size model (torch only; for GPU timings without SDXL weights).",
         ),
     ] = False,
+    isolate: Annotated[
+        bool,
+        typer.Option(help="Time each backend in its own process (one backend's state skews another)."),
+    ] = True,
     onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs.")] = ONNX_DIR,
     engine_dir: Annotated[Path, typer.Option(help="TensorRT engine root.")] = ENGINE_DIR,
     prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = PRIOR_DIR,
@@ -116,6 +123,8 @@ def bench(
 ) -> None:
     """Time the LQ encoder, one CFG denoiser step, the decoder and the whole pipeline per backend."""
     with reported_errors():
+        import dataclasses
+
         from unildiff.export.bench import run_bench, write_bench
         from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
         from unildiff.pipeline import SamplingConfig
@@ -124,21 +133,37 @@ def bench(
             sizes=tuple(sizes),
             steps=tuple(steps),
             repeats=repeats,
+            rounds=rounds,
             warmup=warmup,
             backends=tuple(backends),
             device=device,
             dtype=dtype,
             onnxruntime=OnnxRuntimeConfig(intra_op_threads=intra_op_threads, optimization=ort_optimization),
         )
+        sampling = SamplingConfig(cfg=cfg)
         if sdxl_size:
             from unildiff.export.sdxl_size import build_sdxl_size_model
 
-            model = build_sdxl_size_model(device)
+            torch_only = dataclasses.replace(config, backends=("torch",))
+            report = run_bench(
+                build_sdxl_size_model(device), torch_only, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir
+            )
+            for backend in [name for name in config.backends if name != "torch"]:
+                report["skipped"][backend] = (
+                    "--sdxl-size has no exported graphs: it times the torch backend only"
+                )
+        elif isolate:
+            from unildiff.export.bench_isolated import ModelDirs, run_bench_isolated
+
+            model_dirs = ModelDirs(prior=prior, stage1=stage1, stage2=stage2)
+            report = run_bench_isolated(
+                model_dirs, config, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir
+            )
         else:
             from unildiff.models.bundle import load_trained_model
 
             model = load_trained_model(prior, stage1, stage2)
-        report = run_bench(model, config, SamplingConfig(cfg=cfg), onnx_dir=onnx_dir, engine_dir=engine_dir)
+            report = run_bench(model, config, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir)
         write_bench(report, output)
         for backend, rows in report["end_to_end"].items():
             for key, row in rows.items():

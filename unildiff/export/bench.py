@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from unildiff.errors import UniLDiffError
+from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.export.config import BenchConfig
 from unildiff.export.timing import (
     ComponentResult,
@@ -180,6 +180,11 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
     from unildiff.models.text import encode_prompt
     from unildiff.pipeline import TorchGraphs
 
+    if config.rounds != 1:
+        raise ConfigError(
+            f"bench.rounds={config.rounds} needs one process per backend (run_bench_isolated, "
+            "`unildiff bench --isolate`)"
+        )
     device = config.device
     for module in (
         model.prior.vae,
@@ -243,24 +248,25 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
         },
         "components": components,
         "end_to_end": end_to_end,
-        "speedup_vs_torch": _speedups(end_to_end),
+        "process_per_backend": False,
+        "speedup_vs_torch": speedups(end_to_end),
         "skipped": skipped,
     }
 
 
-def _speedups(end_to_end: dict) -> dict:
+def speedups(end_to_end: dict) -> dict:
     """End-to-end torch median / backend median per size and step count (> 1 = faster than torch)."""
-    speedups: dict = {}
+    result: dict = {}
     torch_rows = end_to_end.get("torch", {})
     for backend, rows in end_to_end.items():
         if backend == "torch":
             continue
-        speedups[backend] = {
+        result[backend] = {
             key: round(torch_rows[key]["median_ms"] / row["median_ms"], 3)
             for key, row in rows.items()
             if key in torch_rows and row["median_ms"] > 0 and math.isfinite(row["median_ms"])
         }
-    return speedups
+    return result
 
 
 def write_bench(report: dict, path: Path) -> Path:

@@ -184,6 +184,8 @@ class BenchConfig:
         device: ``cpu`` or ``cuda``.
         dtype: ``fp32`` | ``bf16`` | ``fp16`` for the torch backend (CUDA only for the half types).
         onnxruntime: ONNX Runtime session options.
+        rounds: fresh processes per backend, alternating backends round by round; each row reports
+            its median round (process isolation only: ``run_bench_isolated``).
     """
 
     sizes: tuple[int, ...] = (64,)
@@ -194,8 +196,11 @@ class BenchConfig:
     device: str = "cpu"
     dtype: str = "fp32"
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
+    rounds: int = 1
 
     def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"bench.rounds must be >= 1, got {self.rounds}")
         if not self.sizes or any(size < 16 or size % LATENT_FACTOR for size in self.sizes):
             raise ConfigError(f"bench.sizes must be multiples of 8 and >= 16, got {list(self.sizes)}")
         if not self.steps or any(step < 1 for step in self.steps):

@@ -69,6 +69,17 @@ def _require(path: Path, stage: str) -> Path:
     return path
 
 
+def require_trained_model(
+    prior_dir: str | Path, stage1_dir: str | Path, stage2_dir: str | Path
+) -> dict[str, Path]:
+    """The trained weight folders by module; a missing one raises MissingArtifactError naming its stage."""
+    prior_dir, stage1_dir, stage2_dir = Path(prior_dir), Path(stage1_dir), Path(stage2_dir)
+    if not prior_dir.is_dir():
+        raise MissingArtifactError(f"{prior_dir} is missing (run `dvc repro {PRIOR_STAGE}`)")
+    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
+    return {"prior": prior_dir, **paths, "decoder": _require(stage2_dir / "decoder", STAGE2_STAGE)}
+
+
 def load_trained_model(
     prior_dir: str | Path, stage1_dir: str | Path, stage2_dir: str | Path
 ) -> UniLDiffModel:
@@ -76,18 +87,14 @@ def load_trained_model(
 
     Every module is put in eval mode. A missing artifact raises MissingArtifactError naming the stage to run.
     """
-    prior_dir, stage1_dir, stage2_dir = Path(prior_dir), Path(stage1_dir), Path(stage2_dir)
-    if not prior_dir.is_dir():
-        raise MissingArtifactError(f"{prior_dir} is missing (run `dvc repro {PRIOR_STAGE}`)")
-    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
-    decoder_path = _require(stage2_dir / "decoder", STAGE2_STAGE)
-    prior = load_prior(prior_dir)
+    paths = require_trained_model(prior_dir, stage1_dir, stage2_dir)
+    prior = load_prior(paths["prior"])
     model = UniLDiffModel(
         prior=prior,
         lq_encoder=LQEncoder.from_pretrained(paths["lq_encoder"], use_safetensors=True),
         daff=DAFF.from_pretrained(paths["daff"], use_safetensors=True),
         unet=UNet2DConditionModel.from_pretrained(paths["unet"], use_safetensors=True),
-        decoder=DAEMDecoder.from_pretrained(decoder_path, use_safetensors=True),
+        decoder=DAEMDecoder.from_pretrained(paths["decoder"], use_safetensors=True),
     )
     for module in (model.lq_encoder, model.daff, model.unet, model.decoder):
         module.eval()

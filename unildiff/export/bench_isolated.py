@@ -1,0 +1,196 @@
+"""``unildiff bench`` with every backend timed in its own Python process, merged into one report.
+
+Why: timing two backends in one process lets one distort the other. Measured on the 2-core CI host
+(docs/performance.md, "Process isolation"): after ONNX Runtime had run in the process, glibc's heap
+state made torch's 128 px decoder take 330-450 ms instead of 110-140 ms, so the torch-eager baseline,
+and with it the reported ONNX Runtime speedup, depended on which backend ran first. Deployments run
+one backend per process, so the bench does too.
+
+The parent sends each worker a JSON request on stdin (weight folders, configs, report path); the worker
+loads the weights from safetensors, runs :func:`unildiff.export.bench.run_bench` for its one backend and
+writes its report atomically. Only JSON crosses the process boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from unildiff.errors import UniLDiffError
+from unildiff.export.bench import speedups
+from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
+from unildiff.export.timing import config_description
+from unildiff.models.bundle import require_trained_model
+from unildiff.utils.atomic import atomic_write_json
+
+WORKER_MODULE = "unildiff.export.bench_isolated"
+# The folder holding this ``unildiff`` package, first on the worker's path: it runs the parent's code.
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ModelDirs:
+    """Where the trained weights live (what ``load_trained_model`` reads)."""
+
+    prior: Path
+    stage1: Path
+    stage2: Path
+
+
+def _request(model_dirs: ModelDirs, config: BenchConfig, sampling, onnx_dir, engine_dir, report) -> dict:
+    return {
+        "model": {name: str(path) for name, path in dataclasses.asdict(model_dirs).items()},
+        "bench": config_description(config),
+        "sampling": dataclasses.asdict(sampling),
+        "onnx_dir": str(onnx_dir),
+        "engine_dir": str(engine_dir),
+        "report": str(report),
+    }
+
+
+def bench_config_from_dict(values: dict) -> BenchConfig:
+    """Inverse of ``config_description``: the JSON form of a ``BenchConfig`` back to the dataclass."""
+    values = dict(values)
+    onnxruntime = OnnxRuntimeConfig(**values.pop("onnxruntime"))
+    for key in ("sizes", "steps", "backends"):
+        values[key] = tuple(values[key])
+    return BenchConfig(**values, onnxruntime=onnxruntime)
+
+
+def _median_round(rows: list[dict]) -> dict:
+    """The row of the round with the median ``median_ms`` (lower middle for an even count), plus every
+    round's median, so each row's fields (images/s, FLOP/s, memory) stay those of one real measurement."""
+    ordered = sorted(rows, key=lambda row: row["median_ms"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(rows) > 1:
+        chosen["median_ms_rounds"] = [row["median_ms"] for row in rows]
+    return chosen
+
+
+def _merge_rounds(trees: list[dict]) -> dict:
+    """Nested ``{name: ... {name: row}}`` trees of several rounds → one tree of median-round rows."""
+    if "median_ms" in trees[0]:
+        return _median_round(trees)
+    keys = dict.fromkeys(key for tree in trees for key in tree)
+    return {key: _merge_rounds([tree[key] for tree in trees if key in tree]) for key in keys}
+
+
+def merge_reports(rounds: list[list[dict]]) -> dict:
+    """One report from per-backend reports, ``rounds[i]`` holding round i's reports.
+
+    Each row is its median round. ``speedup_vs_torch`` divides the merged medians;
+    ``speedup_vs_torch_rounds`` pairs torch and each backend round by round (measured minutes apart,
+    so slow drift of the host cancels in each pair).
+    """
+    if not rounds or not rounds[0]:
+        raise ValueError("merge_reports needs at least one report")
+    reports = [report for round_reports in rounds for report in round_reports]
+    merged = {key: reports[0][key] for key in ("host", "config", "sampling")}
+    backends = list(dict.fromkeys(name for report in rounds[0] for name in report["config"]["backends"]))
+    merged["config"] = dict(merged["config"], backends=backends, rounds=len(rounds))
+    merged["process_per_backend"] = True
+    merged["components"] = _merge_rounds([report["components"] for report in reports])
+    merged["end_to_end"] = _merge_rounds([report["end_to_end"] for report in reports])
+    merged["skipped"] = {}
+    for report in reports:
+        merged["skipped"].update(report["skipped"])
+    merged["speedup_vs_torch"] = speedups(merged["end_to_end"])
+    if len(rounds) > 1:
+        per_round = [
+            speedups({name: rows for report in round_reports for name, rows in report["end_to_end"].items()})
+            for round_reports in rounds
+        ]
+        merged["speedup_vs_torch_rounds"] = {
+            backend: {key: [ratios[backend][key] for ratios in per_round] for key in keys}
+            for backend, keys in merged["speedup_vs_torch"].items()
+        }
+    return merged
+
+
+def run_bench_isolated(
+    model_dirs: ModelDirs, config: BenchConfig, sampling, *, onnx_dir: Path, engine_dir: Path
+) -> dict:
+    """``run_bench`` for each of ``config.backends`` in a fresh Python process; one merged report.
+
+    With ``config.rounds`` > 1 the backends alternate (torch, onnxruntime, ..., torch, onnxruntime, ...)
+    in ``rounds`` fresh processes each, and each row reports its median round.
+
+    Args:
+        model_dirs: the trained weights each worker loads.
+        config: sizes, step counts, repeats, rounds, backends, device and dtype.
+        sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
+        onnx_dir: ``export/onnx`` for the onnxruntime backend.
+        engine_dir: ``export/engines`` for the tensorrt backend.
+
+    Raises:
+        MissingArtifactError: a weight folder is missing (names the stage to run).
+        UniLDiffError: a worker failed (its own error is printed above, on the shared stderr).
+    """
+    require_trained_model(model_dirs.prior, model_dirs.stage1, model_dirs.stage2)
+    environment = dict(os.environ)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(PACKAGE_PARENT), environment.get("PYTHONPATH", "")])
+    )
+    rounds: list[list[dict]] = []
+    skipped: dict[str, dict] = {}  # a backend that cannot run is not retried every round
+    with tempfile.TemporaryDirectory(prefix="unildiff-bench-") as folder:
+        for round_index in range(config.rounds):
+            round_reports = []
+            for backend in config.backends:
+                if backend in skipped:
+                    round_reports.append(skipped[backend])
+                    continue
+                report_path = Path(folder) / f"{backend}_{round_index}.json"
+                one_backend = dataclasses.replace(config, backends=(backend,), rounds=1)
+                request = _request(model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path)
+                completed = subprocess.run(
+                    [sys.executable, "-m", WORKER_MODULE],
+                    input=json.dumps(request),
+                    text=True,
+                    env=environment,
+                    check=False,
+                )
+                if completed.returncode != 0 or not report_path.is_file():
+                    raise UniLDiffError(
+                        f"bench worker for backend {backend!r} failed (exit {completed.returncode}); "
+                        "its error is printed above"
+                    )
+                report = json.loads(report_path.read_text())
+                if backend in report["skipped"]:
+                    skipped[backend] = report
+                round_reports.append(report)
+            rounds.append(round_reports)
+    return merge_reports(rounds)
+
+
+def worker_main(request_text: str) -> None:
+    """Run one backend's bench from a JSON request (see :func:`run_bench_isolated`)."""
+    from unildiff.export.bench import run_bench
+    from unildiff.models.bundle import load_trained_model
+    from unildiff.pipeline import SamplingConfig
+
+    request = json.loads(request_text)
+    dirs = request["model"]
+    model = load_trained_model(Path(dirs["prior"]), Path(dirs["stage1"]), Path(dirs["stage2"]))
+    report = run_bench(
+        model,
+        bench_config_from_dict(request["bench"]),
+        SamplingConfig(**request["sampling"]),
+        onnx_dir=Path(request["onnx_dir"]),
+        engine_dir=Path(request["engine_dir"]),
+    )
+    atomic_write_json(Path(request["report"]), report)
+
+
+if __name__ == "__main__":
+    try:
+        worker_main(sys.stdin.read())
+    except UniLDiffError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
