@@ -1,13 +1,18 @@
-"""DVC stage ``bench``: time torch / ONNX Runtime (/ TensorRT), one process each → reports/bench.json."""
+"""DVC stage ``bench``: time torch / ONNX Runtime (/ TensorRT), one process each → reports/bench.json.
+
+Besides the ``bench`` sizes it times the photo row: one 1 MP photo restored with the ``sampling``
+params as they are (automatic tiling included), in seconds per megapixel.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stages._params import load_section, run_stage
-from unildiff.export.bench import write_bench
+from stages import run_stage
+from unildiff.export.bench import PhotoBench, write_bench
 from unildiff.export.bench_isolated import ModelDirs, run_bench_isolated
 from unildiff.export.config import BenchConfig
+from unildiff.params import load_section
 from unildiff.pipeline import SamplingConfig
 
 PRIOR_DIR = Path("models/prior")
@@ -22,7 +27,9 @@ def main() -> None:
     config = load_section("bench", BenchConfig)
     sampling = load_section("sampling", SamplingConfig)
     model_dirs = ModelDirs(prior=PRIOR_DIR, stage1=STAGE1_DIR, stage2=STAGE2_DIR)
-    report = run_bench_isolated(model_dirs, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR)
+    report = run_bench_isolated(
+        model_dirs, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR, photo=PhotoBench()
+    )
     write_bench(report, REPORT_PATH)
 
 

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from stages._params import load_section, run_stage
+from stages import run_stage
+from unildiff.params import load_section
 
 PREPARED = Path("data/prepared")
 PRIOR = Path("models/prior")
@@ -18,7 +19,7 @@ def main() -> None:
 
     train_config = load_section("train", TrainConfig)
     prior = load_prior(PRIOR)
-    pairs = load_training_pairs(PREPARED, train_config.crop_size, train_config.seed)
+    pairs = load_training_pairs(PREPARED, train_config.cache_crop_size or None, train_config.seed)
     started = time.perf_counter()
     cache = build_latent_cache(pairs, prior.vae, train_config.encode_batch_size)
     save_latent_cache(cache, OUTPUT)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages._params import load_section, run_stage
+from stages import run_stage
 from unildiff.export.config import ExportConfig
 from unildiff.export.run_export import export_and_check
 from unildiff.models.bundle import load_trained_model
+from unildiff.params import load_section
 from unildiff.pipeline import SamplingConfig
 
 PREPARED_DIR = Path("data/prepared")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages._params import load_section, run_stage
+from stages import run_stage
 from unildiff.export.config import TensorRTConfig
 from unildiff.export.tensorrt_build import build_engines
+from unildiff.params import load_section
 
 ONNX_DIR = Path("export/onnx")
 ENGINE_DIR = Path("export/engines")

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from stages._params import load_section, run_stage
+from stages import run_stage
 from unildiff.data.config import DataConfig
 from unildiff.data.prepare import prepare_dataset, task_count_table
+from unildiff.params import load_section
 
 OUTPUT_DIR = Path("data/prepared")
 

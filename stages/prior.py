@@ -2,12 +2,29 @@
 
 from pathlib import Path
 
-from stages._params import load_section, read_params, run_stage
+from stages import run_stage
+from unildiff.params import load_section, read_params
 
 PREPARED = Path("data/prepared")
 OUTPUT = Path("models/prior")
 CHECKPOINTS = Path("checkpoints/prior")
 LIVE = Path("dvclive/prior")
+ROUND_TRIP = LIVE / "round_trip.json"
+
+
+def write_untrained_outs() -> None:
+    """The ``sdxl`` preset trains nothing, but DVC needs every declared out: write them saying so.
+
+    ``checkpoints/prior`` (persist) is created empty, or kept with the ``tiny`` preset's states;
+    ``dvclive/prior/{vae,unet}`` get a ``metrics.json`` that records zero steps and empty plot folders.
+    """
+    from unildiff.utils.atomic import atomic_write_json
+
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    for phase in ("vae", "unet"):
+        (LIVE / phase / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+        atomic_write_json(LIVE / phase / "metrics.json", {"preset": "sdxl", "trained": False, "step": 0})
+    atomic_write_json(ROUND_TRIP, {"preset": "sdxl", "trained": False})
 
 
 def main() -> None:
@@ -23,21 +40,31 @@ def main() -> None:
         from unildiff.training.sdxl import link_sdxl_prior
 
         link_sdxl_prior(prior_config.sdxl_path, OUTPUT)
+        write_untrained_outs()
         print(f"prior: linked {prior_config.sdxl_path} -> {OUTPUT}")
         return
     if relaunch_with_accelerate(train_config, "stages.prior"):
         return
     from unildiff.models.prior import build_tiny_prior, save_prior
-    from unildiff.training.latents import load_training_pairs
+    from unildiff.training.latents import load_split_images, load_training_pairs
     from unildiff.training.loop import make_accelerator
     from unildiff.training.prior import train_tiny_prior
 
     accelerator = make_accelerator(train_config)
     prior = build_tiny_prior(prior_config, seed=train_config.seed)
-    pairs = load_training_pairs(PREPARED, train_config.crop_size, train_config.seed)
+    pairs = load_training_pairs(PREPARED, train_config.cache_crop_size or None, train_config.seed)
     results = train_tiny_prior(prior, pairs, config, train_config, CHECKPOINTS, LIVE, accelerator)
     if accelerator.is_main_process:
+        from unildiff.training.prior import round_trip_psnr
+        from unildiff.utils.atomic import atomic_write_json
+
         save_prior(prior, OUTPUT)
+        val = load_split_images(PREPARED, "val")
+        scores = {"train": round_trip_psnr(prior.vae, pairs.gt, train_config.encode_batch_size)}
+        if val is not None:
+            scores["val"] = round_trip_psnr(prior.vae, val, train_config.encode_batch_size)
+        atomic_write_json(ROUND_TRIP, {"vae_round_trip_psnr": scores})
+        print(f"prior: VAE round trip PSNR {scores}")
         for result in results:
             print(
                 f"{result.stage}: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "

@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
-from stages._params import load_section, read_params, run_stage
+from stages import run_stage
+from unildiff.params import load_section, read_params
 
 PRIOR = Path("models/prior")
 CACHE = Path("models/cache/latents")
+STAGE1 = Path("models/stage1b")
 OUTPUT = Path("models/stage2")
 CHECKPOINTS = Path("checkpoints/train_daem")
 LIVE = Path("dvclive/train_daem")
@@ -35,8 +37,14 @@ def main() -> None:
     cache = load_latent_cache(CACHE)
     decoder = DAEMDecoder.from_vae(prior.vae, daem_config, seed=train_config.seed)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
+    stage1 = None
+    if config.latent_source == "denoised":
+        from unildiff.models.bundle import load_stage1_model
+
+        stage1 = load_stage1_model(prior, STAGE1)
+        inputs_key += digest_directory(STAGE1)
     result = train_daem(
-        prior, decoder, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+        prior, decoder, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key, stage1
     )
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:

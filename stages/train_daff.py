@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from stages._params import load_section, read_params, run_stage
+from stages import run_stage
+from unildiff.params import load_section, read_params
 
 PRIOR = Path("models/prior")
 CACHE = Path("models/cache/latents")

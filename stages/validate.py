@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from stages._params import load_section, run_stage
+from stages import run_stage
 from unildiff.data.config import DataConfig, ValidateConfig
 from unildiff.data.validate import validate_prepared, write_reports
+from unildiff.params import load_section, read_params
 
 PREPARED_DIR = Path("data/prepared")
 JSON_REPORT = Path("reports/validation.json")
@@ -14,15 +16,18 @@ HTML_REPORT = Path("reports/validation.html")
 
 
 def main() -> None:
-    setting = load_section("data", DataConfig).setting
-    report = validate_prepared(PREPARED_DIR, setting, load_section("validate", ValidateConfig))
+    started = time.perf_counter()
+    params = read_params()
+    setting = load_section("data", DataConfig, params).setting
+    report = validate_prepared(PREPARED_DIR, setting, load_section("validate", ValidateConfig, params))
     write_reports(report, JSON_REPORT, HTML_REPORT)
     verdict = "passed" if report.success else "FAILED"
+    seconds = time.perf_counter() - started
     print(
-        f"validation {verdict}: {report.pairs} pairs, {len(report.failures)}/{len(report.outcomes)} "
-        f"expectations failed -> {HTML_REPORT}"
+        f"validation {verdict}: {report.pairs} pairs, {len(report.failures)}/{len(report.outcomes)} checks "
+        f"failed, {len(report.failed_pairs)} pair(s) named, {seconds:.1f} s -> {HTML_REPORT}"
     )
-    report.raise_for_failure()
+    report.raise_for_failure(str(HTML_REPORT))
 
 
 if __name__ == "__main__":

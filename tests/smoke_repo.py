@@ -9,30 +9,51 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
+from unildiff.params import read_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_PARAMS = REPO_ROOT / "tests" / "smoke_params.yaml"
 # Source files a pipeline run needs; outputs (data/prepared, models/, reports/, export/) are left out.
-COPIED = ("dvc.yaml", "params.yaml", "pyproject.toml", ".dvcignore", ".dvc/config", "stages", "unildiff")
+COPIED = (
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    ".dvcignore",
+    ".dvc/config",
+    "stages",
+    "unildiff",
+    "presets",
+)
 
 
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Return ``base`` with ``override`` merged in, recursing into nested mappings."""
-    merged = dict(base)
+def merge_into(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``override`` into ``base`` in place, recursing into nested mappings; return ``base``."""
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge_into(base[key], value)
         else:
-            merged[key] = value
-    return merged
+            base[key] = value
+    return base
+
+
+def write_params(source: Path, override: dict[str, Any], destination: Path) -> Path:
+    """Write ``source`` with ``override`` merged in to ``destination`` the way DVC writes params files.
+
+    ruamel.yaml's round trip (YAML 1.2) keeps the comments and layout, as ``dvc exp run -S`` does.
+    """
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    params = yaml.load(source.read_text(encoding="utf-8"))
+    merge_into(params, override)
+    with destination.open("w", encoding="utf-8") as stream:
+        yaml.dump(params, stream)
+    return destination
 
 
 def smoke_params() -> dict[str, Any]:
-    """The default params.yaml with tests/smoke_params.yaml merged over it."""
-    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
-    override = yaml.safe_load(SMOKE_PARAMS.read_text()) or {}
-    return deep_merge(base, override)
+    """The default params.yaml with tests/smoke_params.yaml merged over it (YAML 1.2, as DVC reads it)."""
+    return merge_into(read_params(REPO_ROOT / "params.yaml"), read_params(SMOKE_PARAMS))
 
 
 def make_smoke_repo(destination: Path) -> Path:
@@ -49,7 +70,7 @@ def make_smoke_repo(destination: Path) -> Path:
     deploy = REPO_ROOT / "deploy"
     if deploy.is_dir():
         shutil.copytree(deploy, destination / "deploy", ignore=ignore, dirs_exist_ok=True)
-    (destination / "params.yaml").write_text(yaml.safe_dump(smoke_params(), sort_keys=False))
+    write_params(REPO_ROOT / "params.yaml", read_params(SMOKE_PARAMS), destination / "params.yaml")
     run(["git", "init", "-q"], destination)
     run(["git", "config", "user.email", "smoke@unildiff.invalid"], destination)
     run(["git", "config", "user.name", "smoke"], destination)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unildiff.errors import ConfigError, MissingArtifactError
-from unildiff.export.bench import run_bench, write_bench
+from unildiff.export.bench import PhotoBench, run_bench, write_bench
 from unildiff.export.bench_isolated import (
     ModelDirs,
     bench_config_from_dict,
@@ -17,6 +17,7 @@ from unildiff.export.bench_isolated import (
 )
 from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
 from unildiff.export.timing import config_description, count_flops, measure
+from unildiff.tiling import tile_grid
 
 
 def test_flop_counter_counts_a_matmul():
@@ -59,12 +60,14 @@ def test_bench_writes_a_well_formed_report(tmp_path):
     config = BenchConfig(
         sizes=(32,), steps=(4,), repeats=2, warmup=0, backends=("torch", "onnxruntime", "tensorrt")
     )
+    sampling = SamplingConfig(steps=4, cfg=5.0, start="lq", strength=0.5, tile_overlap=8, auto_tile=16)
     report = run_bench(
         tiny_model(),
         config,
-        SamplingConfig(steps=4, cfg=5.0, start="lq", strength=0.5),  # runs 2 of the 4 steps
+        sampling,  # runs 2 of the 4 steps; the photo (40x24) is tiled automatically, the sizes are not
         onnx_dir=tmp_path / "missing",
         engine_dir=tmp_path / "engines",
+        photo=PhotoBench(width=40, height=24),
     )
     path = write_bench(report, tmp_path / "reports" / "bench.json")
     loaded = json.loads(path.read_text())
@@ -84,6 +87,16 @@ def test_bench_writes_a_well_formed_report(tmp_path):
         + 2 * row["denoiser_step_cfg"]["flops_per_call"]
         + row["decoder"]["flops_per_call"]
     )
+    assert set(loaded["photo"]) == {"torch"}
+    photo = loaded["photo"]["torch"]["40x24"]
+    tiles = len(tile_grid(24, 40, 16, 8, 8))
+    assert photo["tile_side"] == 16 and photo["tiles"] == tiles > 1
+    assert photo["denoiser_calls"] == 2 * tiles  # every tile at each of the 2 steps that run
+    assert photo["megapixels"] == 40 * 24 / 1e6
+    assert photo["seconds_per_megapixel"] == pytest.approx(
+        photo["median_ms"] / 1000 / photo["megapixels"], rel=1e-3
+    )
+    assert photo["peak_memory_mb"] > 0 and photo["steps"] == 4
 
 
 def test_sdxl_size_builder_wires_a_model_that_runs():
@@ -138,6 +151,7 @@ def _backend_report(backend: str, median_ms: float) -> dict:
         "end_to_end": {} if skipped else {backend: {"32px_2steps": row}},
         "skipped": {"tensorrt": "no CUDA"} if skipped else {},
         "process_per_backend": False,
+        "photo": {} if skipped else {backend: {"64x48": {"median_ms": 10 * median_ms}}},
     }
 
 
@@ -173,6 +187,8 @@ def test_merged_rounds_report_the_median_round_and_pair_the_speedups():
     torch_row = merged["end_to_end"]["torch"]["32px_2steps"]
     assert torch_row["median_ms"] == 400.0 and torch_row["median_ms_rounds"] == [300.0, 900.0, 400.0]
     assert merged["end_to_end"]["onnxruntime"]["32px_2steps"]["median_ms"] == 200.0
+    photo = merged["photo"]["torch"]["64x48"]
+    assert photo["median_ms"] == 4000.0 and photo["median_ms_rounds"] == [3000.0, 9000.0, 4000.0]
     decoder = merged["components"]["torch"]["32px"]["decoder"]
     assert decoder["median_ms"] == 400.0 and decoder["images_per_s"] == 2.5  # one round's row, whole
     assert merged["speedup_vs_torch"]["onnxruntime"] == {"32px_2steps": 2.0}

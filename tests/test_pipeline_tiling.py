@@ -64,3 +64,80 @@ def test_color_fixes_move_colour_to_the_lq_statistics():
     assert torch.allclose(high + low, restored, atol=1e-5)
     wavelet = wavelet_color_fix(restored, lq)
     assert (wavelet.mean() - lq.mean()).abs() < (restored.mean() - lq.mean()).abs() / 4
+
+
+class RecordingProgress:
+    """Stands in for a rich Progress: records the task calls the pipeline makes."""
+
+    def __init__(self):
+        self.totals: list[int | None] = []
+        self.descriptions: list[str] = []
+        self.advanced = 0
+        self.removed = 0
+
+    def add_task(self, description, total=None):
+        self.totals.append(total)
+        return 0
+
+    def update(self, task, total=None, advance=None, description=None):
+        if total is not None:
+            self.totals.append(total)
+        self.advanced += advance or 0
+        if description is not None:
+            self.descriptions.append(description)
+
+    def remove_task(self, task):
+        self.removed += 1
+
+
+def test_auto_tile_switches_tiling_on_above_its_side_only():
+    from tests.test_pipeline_sampling import LocalGraphs, lq_image, make_pipeline
+
+    graphs = LocalGraphs()
+    lq = lq_image(64, 96)
+    untiled = make_pipeline(graphs, auto_tile=0)(lq, "remove rain")
+    graphs.denoise_batches.clear()
+    fits = make_pipeline(graphs, auto_tile=96)(lq, "remove rain")  # both sides ≤ 96: one tile
+    assert torch.equal(fits, untiled) and len(graphs.denoise_batches) == 3
+    graphs.denoise_batches.clear()
+    auto = make_pipeline(graphs, auto_tile=32, tile_overlap=16)(lq, "remove rain")
+    assert len(graphs.denoise_batches) == 3 * len(tile_grid(64, 96, 32, 16, 16)) > 3
+    assert torch.allclose(auto, untiled, atol=1e-4)
+    explicit = make_pipeline(graphs, tile=32, tile_overlap=16, auto_tile=0)(lq, "remove rain")
+    assert torch.equal(auto, explicit)
+
+
+def test_progress_counts_every_tile_call_and_removes_its_task():
+    from tests.test_pipeline_sampling import LocalGraphs, lq_image, make_pipeline
+
+    progress = RecordingProgress()
+    make_pipeline(LocalGraphs(), tile=32, tile_overlap=16)(lq_image(64, 96), "remove rain", progress=progress)
+    tiles = len(tile_grid(64, 96, 32, 16, 16))
+    assert progress.totals == [None, tiles * (3 + 2)]  # encode + 3 steps + decode, per tile
+    assert progress.advanced == tiles * 5 and progress.removed == 1
+    assert f"denoising step 3/3, tile {tiles}/{tiles}" in progress.descriptions
+    assert progress.descriptions[-1] == f"decoding tile {tiles}/{tiles}"
+
+    class Failing(LocalGraphs):
+        def decode(self, latents, skips):
+            raise RuntimeError("decoder failed")
+
+    failing = RecordingProgress()
+    with pytest.raises(RuntimeError):
+        make_pipeline(Failing(), tile=32, tile_overlap=16)(lq_image(64, 96), "", progress=failing)
+    assert failing.removed == 1  # the caller's bar over files does not keep a stale task
+
+
+def test_tile_settings_are_checked_naming_the_param():
+    from tests.test_pipeline_sampling import LocalGraphs, make_pipeline
+    from unildiff.pipeline import SamplingConfig
+
+    with pytest.raises(ConfigError, match=r"sampling\.auto_tile=40 must be 0 or a multiple of 16"):
+        make_pipeline(LocalGraphs(), auto_tile=40, tile_overlap=8)
+    with pytest.raises(ConfigError, match=r"tile_overlap=32 must be smaller than sampling\.auto_tile=32"):
+        SamplingConfig(auto_tile=32)
+    with pytest.raises(ConfigError, match=r"sampling\.auto_tile must be ≥ 0"):
+        SamplingConfig(auto_tile=-16)
+    assert SamplingConfig(tile=64, auto_tile=0).tile_side == 64
+    assert SamplingConfig(tile=0, auto_tile=128).tile_side == 128
+    assert SamplingConfig(tile=0, auto_tile=0).tile_side == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -9,15 +11,26 @@ from typer.testing import CliRunner
 
 from tests.test_pipeline_sampling import make_pipeline
 from unildiff.cli import app
+from unildiff.pipeline import SamplingConfig
+from unildiff.restore import write_sampling_record
 
 
 @pytest.fixture
-def stub_pipeline(monkeypatch):
-    """Replace weight loading with the local stand-in graphs (the CLI's file handling is under test)."""
+def stub_pipeline(monkeypatch, tmp_path):
+    """Replace weight loading with the local stand-in graphs (the CLI's file handling is under test).
+
+    The working folder holds a sampling record (``models/sampling.json``) as the evaluate stage writes it.
+    """
+    monkeypatch.chdir(tmp_path)
+    write_sampling_record(SamplingConfig(steps=2, cfg=3.0, strength=0.5), Path("models/sampling.json"))
+    monkeypatch.setattr("unildiff.models.bundle.require_trained_model", lambda *folders: {})
     monkeypatch.setattr(
         "unildiff.cli.restore.build_pipeline",
         lambda backend, sampling, *rest: make_pipeline(
-            steps=2, tile=sampling.tile, tile_overlap=sampling.tile_overlap
+            steps=sampling.steps,
+            tile=sampling.tile,
+            tile_overlap=sampling.tile_overlap,
+            auto_tile=sampling.auto_tile,
         ),
     )
 

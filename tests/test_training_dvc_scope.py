@@ -1,5 +1,10 @@
-"""``dvc exp run -S <param>`` scope: a stage-2 param reruns train_daem and downstream only; a stage-1 one
-reruns stage 1 and downstream only. Checked with ``dvc repro --dry`` on a committed placeholder pipeline."""
+"""``dvc exp run -S section.key=value`` scope: each param reruns exactly the stages that read it.
+
+Params are set by DVC's own writer (``dvc.utils.hydra.apply_overrides``, what ``dvc exp run -S`` calls:
+a Hydra override, then a ruamel.yaml YAML 1.2 round trip of params.yaml), and ``dvc repro --dry`` on a
+committed placeholder pipeline lists the stages whose own params changed. What follows them reruns
+through their outs; ``tests/test_dvc_exp_run.py`` checks that with real ``dvc exp run`` runs.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,30 @@ import pytest
 import yaml
 
 from tests.smoke_repo import make_smoke_repo, run
+from unildiff.params import read_params
 
 pytestmark = pytest.mark.slow
+
+TRAINING = {"prior", "encode_latents", "train_daff", "train_joint", "train_daem"}
+#: One key of every section (and of every stage): the stages whose own params it changes.
+SCOPE = {
+    ("data.seed", 1): {"prepare"},
+    ("data.setting", "aio5"): {"prepare", "validate"},
+    ("validate.min_pairs_per_task", 1): {"validate"},
+    ("prior_train.vae_steps", 3): {"prior"},
+    ("train.seed", 1): TRAINING,
+    ("train.log_every", 2): TRAINING - {"encode_latents"},
+    ("daff.width", 32): {"train_daff"},
+    ("stage1a.lr", 1e-4): {"train_daff"},
+    ("stage1b.lr_denoiser", 2e-5): {"train_joint"},
+    ("stage2.lambda2", 0.02): {"train_daem"},
+    ("daem.num_experts", 3): {"train_daem"},
+    ("sampling.cfg", 4.0): {"evaluate", "export", "bench"},
+    ("evaluate.grid_images", 1): {"evaluate"},
+    ("export.parity_steps", 1): {"export"},
+    ("bench.repeats", 2): {"bench"},
+    ("gate.metrics_file", "other.json"): set(),  # read by `unildiff check-metrics` only
+}
 
 
 def _out_paths(stage: dict) -> list[str]:
@@ -36,30 +63,30 @@ def _would_run(repo: Path) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-def _set_param(repo: Path, section: str, key: str, value: object) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params[section][key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def test_param_changes_rerun_only_their_stage_and_downstream(tmp_path: Path) -> None:
-    repo = make_smoke_repo(tmp_path / "repo")
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    for stage in stages.values():
+@pytest.fixture(scope="module")
+def placeholder_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A smoke repo whose every out is a committed placeholder, so ``dvc repro --dry`` lists nothing."""
+    repo = make_smoke_repo(tmp_path_factory.mktemp("scope") / "repo")
+    for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values():
         for path in _out_paths(stage):
             _placeholder(repo / path)
     run(["dvc", "commit", "--force", "--quiet", "dvc.yaml"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-q", "-m", "placeholders"], repo)
     assert _would_run(repo) == set()
+    return repo
 
-    # `--dry` lists the stages whose own deps/params changed; what follows them reruns through their outs.
-    _set_param(repo, "stage2", "lambda2", 0.02)
-    assert _would_run(repo) == {"train_daem"}
-    run(["git", "checkout", "params.yaml"], repo)
-    _set_param(repo, "stage1a", "lr", 1e-4)
-    assert _would_run(repo) == {"train_daff"}
-    run(["git", "checkout", "params.yaml"], repo)
-    _set_param(repo, "stage1b", "lr_denoiser", 2e-5)
-    assert _would_run(repo) == {"train_joint"}
-    # Downstream wiring: stage 1b consumes 1a's weights; stage 2 does not depend on stage 1 at all.
-    assert "models/stage1a" in stages["train_joint"]["deps"]
-    assert not {"models/stage1a", "models/stage1b"} & set(stages["train_daem"]["deps"])
+
+def test_each_param_reruns_exactly_the_stages_that_read_it(placeholder_repo: Path) -> None:
+    from dvc.utils.hydra import apply_overrides
+
+    wrong = {}
+    for (key, value), expected in SCOPE.items():
+        apply_overrides(placeholder_repo / "params.yaml", [f"{key}={value!r}"])
+        section, name = key.split(".")
+        assert read_params(placeholder_repo / "params.yaml")[section][name] == value, key
+        would_run = _would_run(placeholder_repo)
+        if would_run != expected:
+            wrong[key] = {"expected": sorted(expected), "dvc": sorted(would_run)}
+        run(["git", "checkout", "params.yaml"], placeholder_repo)
+    assert not wrong, f"stages DVC would rerun differ from the params they read: {wrong}"

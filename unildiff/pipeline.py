@@ -24,7 +24,17 @@ from rich.progress import Progress
 from unildiff.colorfix import COLOR_FIXES, apply_color_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
-from unildiff.tiling import Tile, TileBlender, crop, pad_to_multiple, tile_grid, tiled_map
+from unildiff.tiling import (
+    Padding,
+    Tile,
+    TileBlender,
+    TileProgress,
+    crop,
+    pad_to_multiple,
+    tile_grid,
+    tile_progress,
+    tiled_map,
+)
 
 SCHEDULERS = {
     "euler": EulerDiscreteScheduler,
@@ -54,8 +64,11 @@ class SamplingConfig:
         start: ``lq`` (start from the LQ latent noised to ``strength``) or ``noise`` (pure noise).
         strength: fraction of the schedule run when ``start`` is ``lq`` (1.0 = all steps).
         seed: seed of the torch.Generator used when the caller passes none.
-        tile: tile side in pixels for large images (0 = no tiling); a multiple of the model's multiple.
+        tile: tile side in pixels (a multiple of the model's multiple); 0 = automatic (``auto_tile``).
         tile_overlap: overlap between neighbouring tiles in pixels.
+        auto_tile: with ``tile`` 0, an image whose padded height or width exceeds this many pixels is
+            tiled with tiles of this side (large images switch to tiling by themselves, as in DiffBIR
+            and SUPIR); 0 = never tile automatically. A multiple of the model's multiple.
         color_fix: ``none``, ``wavelet`` or ``adain`` (see :mod:`unildiff.colorfix`).
     """
 
@@ -67,6 +80,7 @@ class SamplingConfig:
     seed: int = 0
     tile: int = 0
     tile_overlap: int = 32
+    auto_tile: int = 1024
     color_fix: str = "none"
 
     def __post_init__(self) -> None:
@@ -82,12 +96,24 @@ class SamplingConfig:
             raise ConfigError(f"sampling.start must be 'lq' or 'noise', got {self.start!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ConfigError(f"sampling.strength must be in (0, 1], got {self.strength}")
-        if self.tile < 0 or self.tile_overlap < 0:
-            raise ConfigError("sampling.tile and sampling.tile_overlap must be ≥ 0")
+        if self.tile < 0 or self.tile_overlap < 0 or self.auto_tile < 0:
+            raise ConfigError("sampling.tile, sampling.tile_overlap and sampling.auto_tile must be ≥ 0")
+        if self.tile_side and self.tile_overlap >= self.tile_side:
+            source = "tile" if self.tile else "auto_tile"
+            raise ConfigError(
+                f"sampling.tile_overlap={self.tile_overlap} must be smaller than "
+                f"sampling.{source}={self.tile_side}"
+            )
         if self.color_fix not in COLOR_FIXES:
             raise ConfigError(
                 f"unknown sampling.color_fix {self.color_fix!r} (valid: {', '.join(COLOR_FIXES)})"
             )
+
+    @property
+    def tile_side(self) -> int:
+        """The tile side in pixels: ``tile``, else ``auto_tile``; 0 = never tiled. An image that fits
+        one tile is not tiled (:func:`~unildiff.tiling.tile_grid` gives a single tile)."""
+        return self.tile or self.auto_tile
 
 
 def make_scheduler(name: str, scheduler_config):
@@ -211,7 +237,8 @@ class RestorationPipeline:
         scheduler: a diffusers scheduler (mutated by ``set_timesteps``; one pipeline per thread).
         config: sampling settings.
         pixel_multiple: padded sides are multiples of this (defaults to ``graphs.pixel_multiple`` or 64).
-        show_progress: show a rich progress bar over the denoising steps.
+        show_progress: show a rich progress bar over the graph calls (tiles × steps) of each image
+            when the caller passes no ``progress`` of its own.
     """
 
     def __init__(
@@ -229,10 +256,12 @@ class RestorationPipeline:
         self.config = config
         self.pixel_multiple = pixel_multiple or getattr(graphs, "pixel_multiple", 64)
         self.show_progress = show_progress
-        if config.tile and config.tile % self.pixel_multiple:
-            raise ConfigError(
-                f"sampling.tile={config.tile} must be 0 or a multiple of {self.pixel_multiple} pixels"
-            )
+        for name in ("tile", "auto_tile"):
+            if getattr(config, name) % self.pixel_multiple:
+                raise ConfigError(
+                    f"sampling.{name}={getattr(config, name)} must be 0 or a multiple of "
+                    f"{self.pixel_multiple} pixels"
+                )
 
     @classmethod
     def from_model(
@@ -308,7 +337,11 @@ class RestorationPipeline:
 
     @torch.no_grad()
     def __call__(
-        self, lq: torch.Tensor, prompt: str, generator: torch.Generator | None = None
+        self,
+        lq: torch.Tensor,
+        prompt: str,
+        generator: torch.Generator | None = None,
+        progress: Progress | None = None,
     ) -> torch.Tensor:
         """Restore ``lq``.
 
@@ -316,31 +349,57 @@ class RestorationPipeline:
             lq: the degraded image, [-1, 1], (1, 3, H, W), any H and W.
             prompt: the task prompt (e.g. "remove rain"), or "" for prompt-free restoration.
             generator: CPU torch.Generator for the initial noise (seeded from ``config.seed`` if None).
+            progress: an active rich ``Progress`` (e.g. a bar over files) that gets a task over this
+                image's graph calls; without one, a bar of its own when ``show_progress``.
 
         Returns:
             The restored image, [-1, 1], (1, 3, H, W).
         """
         config = self.config
-        device = lq.device
         if generator is None:
             generator = torch.Generator().manual_seed(config.seed)
         lq_padded, padding = pad_to_multiple(lq, self.pixel_multiple)
         height, width = lq_padded.shape[-2:]
-        tiles = tile_grid(height, width, config.tile, config.tile_overlap, self.pixel_multiple)
+        tiles = tile_grid(height, width, config.tile_side, config.tile_overlap, self.pixel_multiple)
+        with tile_progress(progress, self.show_progress, f"encoding {len(tiles)} tile(s)") as tracker:
+            return self._restore(lq_padded, padding, tiles, prompt, generator, tracker)
+
+    def _restore(
+        self,
+        lq_padded: torch.Tensor,
+        padding: Padding,
+        tiles: list[Tile],
+        prompt: str,
+        generator: torch.Generator,
+        tracker: TileProgress,
+    ) -> torch.Tensor:
+        """Steps 1–7 of :meth:`__call__` on the padded LQ image [-1, 1], (1, 3, H', W')."""
+        config = self.config
+        device = lq_padded.device
+        height, width = lq_padded.shape[-2:]
         tiled = len(tiles) > 1
 
-        # 1. Encode the LQ image (tiled: keep f^LQ and the latent; skips are re-encoded per tile at decode)
+        # 1. Encode the LQ image (tiled: f^LQ and the latent blended; each tile's skips kept for its decode)
+        tile_skips: list[tuple[torch.Tensor, ...]] = []
         if tiled:
+
+            def encode_tile(part: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                encoding = self.graphs.encode_lq(part)
+                tile_skips.append(encoding.skips)
+                return encoding.lq_features, encoding.lq_latent
+
             lq_features, lq_latent = tiled_map(
-                lambda part: _features_and_latent(self.graphs.encode_lq(part)),
+                encode_tile,
                 lq_padded,
                 tiles,
                 config.tile_overlap,
+                on_tile=lambda index: tracker.advance(f"encoding tile {index + 1}/{len(tiles)}"),
             )
             skips: tuple[torch.Tensor, ...] = ()
         else:
             encoding = self.graphs.encode_lq(lq_padded)
             lq_features, lq_latent, skips = encoding.lq_features, encoding.lq_latent, encoding.skips
+            tracker.advance("encoded")
         latent_factor = height // lq_latent.shape[-2]
 
         # 2. Encode the prompt (task prompt, and "" as the unconditional prompt)
@@ -348,6 +407,7 @@ class RestorationPipeline:
 
         # 3. Prepare the timesteps (an LQ start skips the first (1 - strength) of the schedule)
         timesteps = self._timesteps(device)
+        tracker.set_total(len(tiles) * (len(timesteps) + 2))
 
         # 4. Prepare the initial latents: noised LQ latent or pure noise
         noise = torch.randn(lq_latent.shape, generator=generator, dtype=torch.float32).to(
@@ -359,52 +419,51 @@ class RestorationPipeline:
             latents = noise * self.scheduler.init_noise_sigma
 
         # 5. Denoising loop (latent tiles blended with raised-cosine weights when tiled)
-        with Progress(transient=True, disable=not self.show_progress) as progress:
-            task = progress.add_task("denoising", total=len(timesteps))
-            for timestep in timesteps:
-                model_input = self.scheduler.scale_model_input(latents, timestep)
-                blender = TileBlender(latents.shape, latent_factor, config.tile_overlap, latents)
-                for tile in tiles:
-                    rows, columns = tile.slices(latent_factor)
-                    blender.add(
-                        tile,
-                        self.predict_noise(
-                            model_input[..., rows, columns],
-                            timestep,
-                            lq_features[..., rows, columns],
-                            conditioning,
-                            tile.height,
-                            tile.width,
-                        ),
-                    )
-                latents = self.scheduler.step(
-                    blender.result(), timestep, latents, generator=generator
-                ).prev_sample
-                progress.advance(task)
+        for step, timestep in enumerate(timesteps, start=1):
+            model_input = self.scheduler.scale_model_input(latents, timestep)
+            blender = TileBlender(latents.shape, latent_factor, config.tile_overlap, latents)
+            for index, tile in enumerate(tiles, start=1):
+                rows, columns = tile.slices(latent_factor)
+                blender.add(
+                    tile,
+                    self.predict_noise(
+                        model_input[..., rows, columns],
+                        timestep,
+                        lq_features[..., rows, columns],
+                        conditioning,
+                        tile.height,
+                        tile.width,
+                    ),
+                )
+                tracker.advance(f"denoising step {step}/{len(timesteps)}, tile {index}/{len(tiles)}")
+            latents = self.scheduler.step(
+                blender.result(), timestep, latents, generator=generator
+            ).prev_sample
 
         # 6. Decode with the DAEM decoder (tiled: per pixel tile, with that tile's skips)
         if tiled:
-            image = self._decode_tiled(latents, lq_padded, tiles, latent_factor)
+            image = self._decode_tiled(latents, tile_skips, tiles, latent_factor, tracker)
         else:
             image = self.graphs.decode(latents, skips)
+            tracker.advance("decoded")
 
         # 7. Colour fix against the LQ image and crop back to the input size
         image = apply_color_fix(config.color_fix, image.clamp(-1.0, 1.0), lq_padded)
         return crop(image, padding)
 
     def _decode_tiled(
-        self, latents: torch.Tensor, lq_padded: torch.Tensor, tiles: list[Tile], latent_factor: int
+        self,
+        latents: torch.Tensor,
+        tile_skips: list[tuple[torch.Tensor, ...]],
+        tiles: list[Tile],
+        latent_factor: int,
+        tracker: TileProgress,
     ) -> torch.Tensor:
-        blender = TileBlender(
-            (latents.shape[0], 3, *lq_padded.shape[-2:]), 1, self.config.tile_overlap, latents
-        )
-        for tile in tiles:
-            pixel_rows, pixel_columns = tile.slices(1)
+        """Decode each latent tile with its own LQ skips (step 1) and blend the pixel tiles."""
+        height, width = latents.shape[-2] * latent_factor, latents.shape[-1] * latent_factor
+        blender = TileBlender((latents.shape[0], 3, height, width), 1, self.config.tile_overlap, latents)
+        for index, (tile, skips) in enumerate(zip(tiles, tile_skips, strict=True), start=1):
             latent_rows, latent_columns = tile.slices(latent_factor)
-            skips = self.graphs.encode_lq(lq_padded[..., pixel_rows, pixel_columns]).skips
             blender.add(tile, self.graphs.decode(latents[..., latent_rows, latent_columns], skips))
+            tracker.advance(f"decoding tile {index}/{len(tiles)}")
         return blender.result()
-
-
-def _features_and_latent(encoding: LQEncoding) -> tuple[torch.Tensor, torch.Tensor]:
-    return encoding.lq_features, encoding.lq_latent

@@ -3,20 +3,88 @@
 Each output keeps its input's size and mode (RGB, RGBA with the alpha copied, grayscale, 16-bit) and
 is written atomically. A file that cannot be read is reported by name and skipped; the rest are still
 restored. Inputs are never overwritten.
+
+The sampling settings come from the **sampling record** that the ``evaluate`` stage writes next to the
+trained weights (``models/sampling.json``: the ``sampling`` params the weights were evaluated with, one
+key per :class:`~unildiff.pipeline.SamplingConfig` field), so ``unildiff restore`` samples as the
+pipeline did; a command-line flag overrides one setting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
-from unildiff.errors import ConfigError, DataError, UniLDiffError
+from unildiff.errors import ConfigError, DataError, MissingArtifactError, UniLDiffError
 from unildiff.imageio import image_to_tensor, is_supported, read_image, tensor_to_image, write_image
+from unildiff.params import build
+from unildiff.pipeline import SamplingConfig
+from unildiff.tiling import PROGRESS_COLUMNS
+from unildiff.utils.atomic import atomic_write_json
+
+#: The DVC stage that writes the sampling record.
+SAMPLING_RECORD_STAGE = "evaluate"
+
+
+def write_sampling_record(config: SamplingConfig, path: str | Path) -> Path:
+    """Write every field of ``config`` (``dataclasses.asdict``) atomically as the sampling record."""
+    return atomic_write_json(path, dataclasses.asdict(config))
+
+
+def read_sampling_record(path: str | Path) -> SamplingConfig:
+    """The :class:`SamplingConfig` recorded at ``path`` by :func:`write_sampling_record`.
+
+    Raises:
+        MissingArtifactError: no record (names the stage that writes it).
+        ConfigError: the record is not JSON, has a key :class:`SamplingConfig` does not know or lacks
+            one it has (written by another version: re-run the stage), or a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MissingArtifactError(
+            f"sampling record {path} is missing (run `dvc repro {SAMPLING_RECORD_STAGE}`, "
+            "which records the sampling settings of the trained weights)"
+        )
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"sampling record {path} is not valid JSON: {error}") from None
+    rerun = f"re-run `dvc repro {SAMPLING_RECORD_STAGE}` to record the current settings"
+    names = [item.name for item in dataclasses.fields(SamplingConfig)]
+    missing = [name for name in names if isinstance(values, dict) and name not in values]
+    if missing:
+        raise ConfigError(f"sampling record {path} lacks sampling.{missing[0]}; {rerun}")
+    try:
+        return build(SamplingConfig, values, "sampling")
+    except ConfigError as error:
+        raise ConfigError(f"sampling record {path}: {error}; {rerun}") from None
+
+
+def effective_sampling(recorded: SamplingConfig, overrides: Mapping[str, Any]) -> SamplingConfig:
+    """``recorded`` with every override that is not ``None`` applied (the CLI's flags)."""
+    unknown = sorted(set(overrides) - {item.name for item in dataclasses.fields(SamplingConfig)})
+    if unknown:
+        raise ConfigError(f"unknown sampling setting {unknown[0]}")
+    return dataclasses.replace(
+        recorded, **{name: value for name, value in overrides.items() if value is not None}
+    )
+
+
+def describe_sampling(config: SamplingConfig, overridden: Sequence[str] = ()) -> str:
+    """One line with every sampling setting; the ones in ``overridden`` are marked ``(flag)``."""
+    parts = [
+        f"{item.name}={getattr(config, item.name)}" + (" (flag)" if item.name in overridden else "")
+        for item in dataclasses.fields(config)
+    ]
+    return "sampling: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -91,7 +159,8 @@ def restore_files(
     """Restore ``inputs`` (files or folders) into ``output_dir``.
 
     Args:
-        pipeline: a :class:`~unildiff.pipeline.RestorationPipeline`.
+        pipeline: a :class:`~unildiff.pipeline.RestorationPipeline`; its tile calls show as a second
+            bar under the bar over files.
         inputs: image files and/or folders.
         output_dir: destination folder (must not be an input folder).
         prompt: task prompt, or "" for prompt-free restoration.
@@ -108,20 +177,14 @@ def restore_files(
     console = console or Console(stderr=True)
     jobs = plan_jobs(inputs, output_dir)
     summary = RestoreSummary()
-    columns = (
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*PROGRESS_COLUMNS, console=console, transient=True) as progress:
         bar = progress.add_task("restoring", total=len(jobs))
         for job in jobs:
             progress.update(bar, description=f"restoring {job.source.name}")
             try:
                 image = read_image(job.source, max_pixels=max_pixels)
                 lq = image_to_tensor(image.rgb).to(device)
-                restored = pipeline(lq, prompt, torch.Generator().manual_seed(seed))
+                restored = pipeline(lq, prompt, torch.Generator().manual_seed(seed), progress=progress)
                 write_image(job.destination, tensor_to_image(restored), like=image)
             except UniLDiffError as error:
                 summary.failed.append((job.source, str(error)))

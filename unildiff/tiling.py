@@ -7,14 +7,24 @@ latent at 1/8, the VAE encoder's multi-scale skips, the image itself).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as functional
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from unildiff.errors import ConfigError
+
+PROGRESS_COLUMNS = (
+    TextColumn("[progress.description]{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeElapsedColumn(),
+)
+"""Columns of the progress bars over files and over tile calls."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +199,7 @@ def tiled_map(
     image: torch.Tensor,
     tiles: Sequence[Tile],
     overlap: int,
+    on_tile: Callable[[int], None] | None = None,
 ) -> list[torch.Tensor]:
     """Apply ``function`` to pixel tiles of ``image`` and blend each of its outputs.
 
@@ -197,12 +208,13 @@ def tiled_map(
         image: [-1, 1], (B, C, H, W), padded to the tiles' multiple.
         tiles: from :func:`tile_grid`.
         overlap: tile overlap in pixels.
+        on_tile: called with each tile's index once it is done (progress).
 
     Returns:
         The blended outputs, each (B, C_k, H/factor_k, W/factor_k).
     """
     blenders: list[TileBlender] = []
-    for tile in tiles:
+    for index, tile in enumerate(tiles):
         rows, columns = tile.slices(1)
         outputs = function(image[..., rows, columns])
         if not blenders:
@@ -212,4 +224,48 @@ def tiled_map(
                 blenders.append(TileBlender(shape, factor, overlap, output))
         for blender, output in zip(blenders, outputs, strict=True):
             blender.add(tile, output)
+        if on_tile is not None:
+            on_tile(index)
     return [blender.result() for blender in blenders]
+
+
+class TileProgress:
+    """One progress task over the graph calls of one image: tiles × (encode + steps + decode).
+
+    Args:
+        progress: an active rich ``Progress`` to add the task to (removed again on :meth:`close`);
+            ``None`` shows nothing.
+        description: the task's first description.
+    """
+
+    def __init__(self, progress: Progress | None, description: str):
+        self.progress = progress
+        self.task = None if progress is None else progress.add_task(description, total=None)
+
+    def set_total(self, total: int) -> None:
+        """The number of calls :meth:`advance` will count."""
+        if self.progress is not None:
+            self.progress.update(self.task, total=total)
+
+    def advance(self, description: str) -> None:
+        """Count one call and describe the phase (e.g. ``denoising step 1/2, tile 3/6``)."""
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, description=description)
+
+    def close(self) -> None:
+        """Remove the task (the caller's bar over files stays)."""
+        if self.progress is not None:
+            self.progress.remove_task(self.task)
+
+
+@contextlib.contextmanager
+def tile_progress(progress: Progress | None, show: bool, description: str) -> Iterator[TileProgress]:
+    """A :class:`TileProgress` on ``progress``; without one, on a transient bar of its own if ``show``."""
+    with contextlib.ExitStack() as stack:
+        if progress is None and show:
+            progress = stack.enter_context(Progress(*PROGRESS_COLUMNS, transient=True))
+        tracker = TileProgress(progress, description)
+        try:
+            yield tracker
+        finally:
+            tracker.close()

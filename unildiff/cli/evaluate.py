@@ -16,35 +16,11 @@ Stage2Option = Annotated[Path, typer.Option(help="Stage-2 weights.")]
 
 
 def read_gate_config(params_file: Path):
-    """Build the typed GateConfig from the ``gate`` section of ``params_file`` (the CLI reads the file)."""
-    import yaml
+    """Build the typed GateConfig from the ``gate`` section of ``params_file`` (YAML 1.2, as DVC writes)."""
+    from unildiff.gate import GateConfig
+    from unildiff.params import load_section
 
-    from unildiff.errors import ConfigError
-    from unildiff.gate import GateConfig, GateRule
-
-    if not params_file.is_file():
-        raise ConfigError(f"params file not found: {params_file}")
-    section = (yaml.safe_load(params_file.read_text()) or {}).get("gate")
-    if not isinstance(section, dict):
-        raise ConfigError(f"{params_file} has no gate section")
-    unknown = sorted(set(section) - {"metrics_file", "rules"})
-    if unknown:
-        raise ConfigError(f"unknown param gate.{unknown[0]} (valid: metrics_file, rules)")
-    rules = []
-    for index, rule in enumerate(section.get("rules") or []):
-        if not isinstance(rule, dict) or "metric" not in rule:
-            raise ConfigError(f"gate.rules[{index}] must be a mapping with a metric key")
-        extra = sorted(set(rule) - {"metric", "direction", "tolerance"})
-        if extra:
-            raise ConfigError(
-                f"unknown param gate.rules[{index}].{extra[0]} (valid: metric, direction, tolerance)"
-            )
-        rules.append(
-            GateRule(
-                str(rule["metric"]), str(rule.get("direction", "higher")), float(rule.get("tolerance", 0.0))
-            )
-        )
-    return GateConfig(str(section.get("metrics_file", "reports/metrics.json")), tuple(rules))
+    return load_section("gate", GateConfig, path=params_file)
 
 
 def register(app: typer.Typer) -> None:

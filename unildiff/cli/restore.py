@@ -1,4 +1,8 @@
-"""``unildiff restore``: restore image files and folders with trained weights."""
+"""``unildiff restore``: restore image files and folders with trained weights.
+
+The sampling settings are the ones recorded with the weights (``models/sampling.json``, written by the
+``evaluate`` stage); each sampling flag defaults to "the recorded value" and overrides it when given.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from unildiff.cli._errors import reported_errors
 DEFAULT_PRIOR = Path("models/prior")
 DEFAULT_STAGE1 = Path("models/stage1b")
 DEFAULT_STAGE2 = Path("models/stage2")
+DEFAULT_SAMPLING_RECORD = Path("models/sampling.json")
+RECORDED = "default: the recorded value"
 
 
 def build_pipeline(
@@ -66,17 +72,35 @@ def register(app: typer.Typer) -> None:
         ],
         task: Annotated[str, typer.Option(help='Task prompt, e.g. "remove rain".')] = "",
         no_prompt: Annotated[bool, typer.Option("--no-prompt", help="Prompt-free restoration.")] = False,
-        steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
-        cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
-        seed: Annotated[int, typer.Option(help="Seed of the initial noise.")] = 0,
-        tile: Annotated[int, typer.Option(help="Tile side in pixels for large images (0 = off).")] = 0,
-        tile_overlap: Annotated[int, typer.Option(help="Tile overlap in pixels.")] = 32,
-        scheduler: Annotated[str, typer.Option(help="euler | euler_ancestral | ddim | dpmsolver.")] = "euler",
-        start: Annotated[str, typer.Option(help="lq (noised LQ latent) | noise.")] = "lq",
+        steps: Annotated[int | None, typer.Option(help=f"Denoising steps ({RECORDED}).")] = None,
+        cfg: Annotated[
+            float | None, typer.Option(help=f"Classifier-free guidance scale ({RECORDED}).")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help=f"Seed of the initial noise ({RECORDED}).")] = None,
+        tile: Annotated[
+            int | None,
+            typer.Option(help=f"Tile side in pixels; 0 = automatic, see --auto-tile ({RECORDED})."),
+        ] = None,
+        tile_overlap: Annotated[
+            int | None, typer.Option(help=f"Tile overlap in pixels ({RECORDED}).")
+        ] = None,
+        auto_tile: Annotated[
+            int | None,
+            typer.Option(help=f"With --tile 0, tile images with a side above this; 0 = never ({RECORDED})."),
+        ] = None,
+        scheduler: Annotated[
+            str | None, typer.Option(help=f"euler | euler_ancestral | ddim | dpmsolver ({RECORDED}).")
+        ] = None,
+        start: Annotated[
+            str | None, typer.Option(help=f"lq (noised LQ latent) | noise ({RECORDED}).")
+        ] = None,
         strength: Annotated[
-            float, typer.Option(help="Fraction of the schedule run from the LQ latent.")
-        ] = 1.0,
-        color_fix: Annotated[str, typer.Option(help="none | wavelet | adain.")] = "none",
+            float | None, typer.Option(help=f"Fraction of the schedule run from the LQ latent ({RECORDED}).")
+        ] = None,
+        color_fix: Annotated[str | None, typer.Option(help=f"none | wavelet | adain ({RECORDED}).")] = None,
+        sampling_record: Annotated[
+            Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
+        ] = DEFAULT_SAMPLING_RECORD,
         backend: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt.")] = "torch",
         device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
         max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 64
@@ -100,24 +124,37 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("--task and --no-prompt exclude each other")
             if backend not in ("torch", "onnxruntime", "tensorrt"):
                 raise ConfigError(f"unknown --backend {backend!r} (valid: torch, onnxruntime, tensorrt)")
-            from unildiff.pipeline import SamplingConfig
-            from unildiff.restore import plan_jobs, restore_files
-
-            sampling = SamplingConfig(
-                scheduler=scheduler,
-                steps=steps,
-                cfg=cfg,
-                start=start,
-                strength=strength,
-                seed=seed,
-                tile=tile,
-                tile_overlap=tile_overlap,
-                color_fix=color_fix,
+            from unildiff.restore import (
+                describe_sampling,
+                effective_sampling,
+                plan_jobs,
+                read_sampling_record,
+                restore_files,
             )
+
+            flags = {
+                "scheduler": scheduler,
+                "steps": steps,
+                "cfg": cfg,
+                "start": start,
+                "strength": strength,
+                "seed": seed,
+                "tile": tile,
+                "tile_overlap": tile_overlap,
+                "auto_tile": auto_tile,
+                "color_fix": color_fix,
+            }
             plan_jobs(inputs, output)  # refuse bad outputs before loading any weights
+            if backend == "torch":  # name the most upstream missing artifact first: weights, then the record
+                from unildiff.models.bundle import require_trained_model
+
+                require_trained_model(prior, stage1, stage2)
+            sampling = effective_sampling(read_sampling_record(sampling_record), flags)
+            overridden = [name for name, value in flags.items() if value is not None]
+            typer.echo(f"{describe_sampling(sampling, overridden)} (from {sampling_record})")
             pipeline = build_pipeline(backend, sampling, prior, stage1, stage2, onnx_dir, engine_dir, device)
             summary = restore_files(
-                pipeline, inputs, output, "" if no_prompt else task, seed, max_pixels, device
+                pipeline, inputs, output, "" if no_prompt else task, sampling.seed, max_pixels, device
             )
             typer.echo(f"restored {len(summary.written)} image(s) into {output}")
             if summary.failed:

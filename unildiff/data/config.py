@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from unildiff.data.validate_config import ContentRules
 from unildiff.errors import ConfigError
 
 SOURCES = ("builtin", "folder")
@@ -22,7 +23,10 @@ class DataConfig:
         test_patch_size: side of the test patches (larger, so padding/tiling is exercised).
         train_pairs_per_task: built-in training pairs per task.
         test_pairs_per_task: built-in test pairs per task.
+        val_pairs_per_task: built-in validation pairs per task (settings are tuned on them, never on test).
         test_fraction: fraction of the built-in source photos held out for test (split by photo).
+        val_fraction: fraction of the source photos held out for validation (by photo; for folder
+            datasets, of the training sources). 0 = no validation split.
         source_short_side: built-in photos are resized so their short side is this (0 keeps them).
         custom_prompt: prompt of the single task of the ``custom`` setting.
         seed: seed of the split, the crops and the degradations.
@@ -35,7 +39,9 @@ class DataConfig:
     test_patch_size: int = 128
     train_pairs_per_task: int = 100
     test_pairs_per_task: int = 4
+    val_pairs_per_task: int = 4
     test_fraction: float = 0.25
+    val_fraction: float = 0.15
     source_short_side: int = 256
     custom_prompt: str = "restore the image"
     seed: int = 0
@@ -43,11 +49,18 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ConfigError(f"unknown data.source {self.source!r} (valid: {', '.join(SOURCES)})")
-        for name in ("patch_size", "test_patch_size", "train_pairs_per_task", "test_pairs_per_task"):
+        for name in (
+            "patch_size", "test_patch_size", "train_pairs_per_task", "test_pairs_per_task", "val_pairs_per_task"
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(f"data.test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0 or self.test_fraction + self.val_fraction >= 1.0:
+            raise ConfigError(
+                f"data.val_fraction must be in [0, 1) with test_fraction + val_fraction < 1, "
+                f"got {self.val_fraction}"
+            )
         if self.source_short_side and self.source_short_side < max(self.patch_size, self.test_patch_size):
             raise ConfigError(
                 f"data.source_short_side ({self.source_short_side}) must be 0 or >= the patch sizes "
@@ -62,7 +75,9 @@ class ValidateConfig:
     Attributes:
         min_pairs_per_task: each task of the setting needs at least this many pairs in each split.
         max_examples: offending rows quoted per failing expectation.
+        content: thresholds of the content and distribution checks (``validate.content``).
     """
 
     min_pairs_per_task: int = 2
     max_examples: int = 5
+    content: ContentRules = field(default_factory=ContentRules)

@@ -12,7 +12,7 @@ from pathlib import Path
 from unildiff.errors import DataError, MissingArtifactError
 
 MANIFEST_NAME = "manifest.csv"
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class ManifestRow:
 
     Attributes:
         pair_id: unique id, also the PNG file stem.
-        split: ``train`` or ``test``.
+        split: ``train``, ``val`` (settings are tuned on it) or ``test``.
         task: task name of the setting (e.g. ``denoise_25``, ``low_haze``).
         degradations: ``+``-joined degradation steps applied to gt to make lq (``real`` for real pairs).
         prompt: task prompt (e.g. ``remove rain``; composites joined with ", ").

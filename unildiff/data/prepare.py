@@ -3,7 +3,7 @@
 Output layout (``output_dir``, normally ``data/prepared``)::
 
     manifest.csv
-    {train,test}/{lq,gt}/<pair_id>.png
+    {train,val,test}/{lq,gt}/<pair_id>.png
 """
 
 from __future__ import annotations
@@ -48,9 +48,12 @@ def builtin_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
     depend on how many others are made.
     """
     photos = {photo.source_id: photo for photo in load_builtin_photos(config.source_short_side)}
-    train_ids, test_ids = split_sources(sorted(photos), config.test_fraction, config.seed)
+    train_ids, val_ids, test_ids = split_sources(
+        sorted(photos), config.test_fraction, config.seed, config.val_fraction
+    )
     plan = {
         "train": (train_ids, config.patch_size, config.train_pairs_per_task),
+        "val": (val_ids, config.test_patch_size, config.val_pairs_per_task if val_ids else 0),
         "test": (test_ids, config.test_patch_size, config.test_pairs_per_task),
     }
     task_index = {name: index for index, name in enumerate(setting.task_names)}
@@ -65,15 +68,32 @@ def builtin_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
                 yield Pair(split, task.name, task.degradations, task.prompt, source_id, lq, gt)
 
 
+def validation_sources(pairs: list[FolderPair], val_fraction: float, seed: int) -> set[str]:
+    """The training source ids moved to the validation split: ``ceil(val_fraction * n)`` of the n train
+    sources (at least 1, never all of them), drawn with ``seed``; empty for fraction 0."""
+    train_sources = sorted({pair.source_id for pair in pairs if pair.split == "train"})
+    if val_fraction <= 0 or len(train_sources) < 2:
+        return set()
+    count = min(len(train_sources) - 1, max(1, int(np.ceil(val_fraction * len(train_sources)))))
+    order = np.random.default_rng([seed, 1]).permutation(len(train_sources))
+    return {train_sources[index] for index in order[:count]}
+
+
 def folder_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
-    """Read the pairs of a dataset folder; tasks whose lq is synthesised (denoise) get seeded noise."""
+    """Read the pairs of a dataset folder; tasks whose lq is synthesised (denoise) get seeded noise.
+
+    The folder's own train/test split is kept; ``data.val_fraction`` of the training sources (by source
+    id, so no photo is in two splits) become the validation split.
+    """
     pairs: list[FolderPair] = read_folder_pairs(config.root, setting, config.test_fraction, config.seed)
+    val_sources = validation_sources(pairs, config.val_fraction, config.seed)
     task_index = {name: index for index, name in enumerate(setting.task_names)}
     for index, pair in enumerate(pairs):
+        split = "val" if pair.split == "train" and pair.source_id in val_sources else pair.split
         task = next(task for task in setting.tasks(pair.split) if task.name == pair.task)
         gt = read_image(pair.gt_path)
         if pair.lq_path is None:
-            rng = np.random.default_rng([config.seed, SPLITS.index(pair.split), task_index[task.name], index])
+            rng = np.random.default_rng([config.seed, SPLITS.index(split), task_index[task.name], index])
             lq, degradations = task.degrade(gt, rng), task.degradations
         else:
             lq, degradations = read_image(pair.lq_path), "real"
@@ -82,7 +102,7 @@ def folder_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
                     f"size mismatch: lq {pair.lq_path} is {lq.shape[1]}x{lq.shape[0]}, "
                     f"gt {pair.gt_path} is {gt.shape[1]}x{gt.shape[0]}"
                 )
-        yield Pair(pair.split, task.name, degradations, task.prompt, pair.source_id, lq, gt)
+        yield Pair(split, task.name, degradations, task.prompt, pair.source_id, lq, gt)
 
 
 def expected_pair_count(config: DataConfig, setting: Setting) -> int | None:
@@ -91,6 +111,7 @@ def expected_pair_count(config: DataConfig, setting: Setting) -> int | None:
         return None
     return (
         len(setting.train_tasks) * config.train_pairs_per_task
+        + len(setting.test_tasks) * (config.val_pairs_per_task * (config.val_fraction > 0))
         + len(setting.test_tasks) * config.test_pairs_per_task
     )
 
@@ -144,14 +165,9 @@ def task_count_table(rows: list[ManifestRow], title: str = "prepared pairs") -> 
     counts = Counter((row.task, row.split) for row in rows)
     prompts = {row.task: row.prompt for row in rows}
     table = Table(title=title)
-    for column in ("task", "prompt", "train", "test"):
+    for column in ("task", "prompt", *SPLITS):
         table.add_column(column, justify="right" if column in SPLITS else "left")
     for task in dict.fromkeys(row.task for row in rows):
-        table.add_row(task, prompts[task], str(counts[(task, "train")]), str(counts[(task, "test")]))
-    table.add_row(
-        "total",
-        "",
-        str(sum(row.split == "train" for row in rows)),
-        str(sum(row.split == "test" for row in rows)),
-    )
+        table.add_row(task, prompts[task], *(str(counts[(task, split)]) for split in SPLITS))
+    table.add_row("total", "", *(str(sum(row.split == split for row in rows)) for split in SPLITS))
     return table

@@ -202,7 +202,7 @@ def read_custom(root: Path, test_fraction: float, seed: int) -> list[FolderPair]
         return pairs
     matched = match_pairs(_require(root, "lq"), _require(root, "gt"))
     source_ids = [_source_id(root, gt) for _, gt in matched]
-    _, test_ids = split_sources(source_ids, test_fraction, seed)
+    _, _, test_ids = split_sources(source_ids, test_fraction, seed)
     test_set = set(test_ids)
     return [
         FolderPair("test" if source in test_set else "train", CUSTOM_TASK, lq, gt, source)

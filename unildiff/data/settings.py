@@ -145,7 +145,7 @@ class Setting:
     test_tasks: tuple[Task, ...]
 
     def tasks(self, split: str) -> tuple[Task, ...]:
-        """The tasks of ``split`` ('train' or 'test')."""
+        """The tasks of ``split``: ``train`` has the training tasks, ``val`` and ``test`` the test tasks."""
         return self.train_tasks if split == "train" else self.test_tasks
 
     @property

@@ -1,7 +1,8 @@
 """Built-in source photos: natural images shipped inside installed packages (no download).
 
-scikit-image's bundled photos (astronaut, chelsea, coffee, rocket, the left view of stereo_motorcycle,
-camera as gray replicated to RGB) and scikit-learn's ``load_sample_images`` (china, flower).
+Every photo that scikit-image's wheel bundles (colour photos, grayscale photos replicated to RGB and
+texture photos; synthetic drawings, binary masks, near-black astronomy fields and the right stereo view,
+a near-copy of the left one, are left out) and scikit-learn's ``load_sample_images`` (china, flower). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -44,14 +45,28 @@ def _sklearn(index: int) -> Callable[[], np.ndarray]:
 
 
 BUILTIN_PHOTOS: dict[str, Callable[[], np.ndarray]] = {
+    # colour photos
     "skimage/astronaut": _skimage("astronaut"),
     "skimage/chelsea": _skimage("chelsea"),
     "skimage/coffee": _skimage("coffee"),
     "skimage/rocket": _skimage("rocket"),
     "skimage/motorcycle": _skimage("stereo_motorcycle"),
-    "skimage/camera": _skimage("camera"),
+    "skimage/immunohistochemistry": _skimage("immunohistochemistry"),
+    "skimage/retina": _skimage("retina"),
     "sklearn/china": _sklearn(0),
     "sklearn/flower": _sklearn(1),
+    # grayscale photos (replicated to RGB)
+    "skimage/camera": _skimage("camera"),
+    "skimage/coins": _skimage("coins"),
+    "skimage/moon": _skimage("moon"),
+    "skimage/page": _skimage("page"),
+    "skimage/text": _skimage("text"),
+    "skimage/clock": _skimage("clock"),
+    "skimage/cell": _skimage("cell"),
+    # textures
+    "skimage/brick": _skimage("brick"),
+    "skimage/grass": _skimage("grass"),
+    "skimage/gravel": _skimage("gravel"),
 }
 
 
@@ -82,19 +97,30 @@ def load_builtin_photos(short_side: int = 0) -> list[SourcePhoto]:
     return photos
 
 
-def split_sources(source_ids: list[str], test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """Shuffle ``source_ids`` with ``seed`` and hold out ``ceil(test_fraction * n)`` (at least 1) for test.
+def split_sources(
+    source_ids: list[str], test_fraction: float, seed: int, val_fraction: float = 0.0
+) -> tuple[list[str], list[str], list[str]]:
+    """Shuffle ``source_ids`` with ``seed``; hold out ``ceil(test_fraction * n)`` for test and
+    ``ceil(val_fraction * n)`` for validation (each at least 1 when its fraction is > 0).
 
     Returns:
-        ``(train_ids, test_ids)``, disjoint, each sorted.
+        ``(train_ids, val_ids, test_ids)``, disjoint, each sorted (``val_ids`` empty for fraction 0).
+
+    Raises:
+        DataError: too few source images to leave at least one for training.
     """
-    if len(source_ids) < 2:
-        raise DataError(f"need at least 2 source images to split train/test, got {len(source_ids)}")
-    order = np.random.default_rng(seed).permutation(len(source_ids))
-    test_count = min(len(source_ids) - 1, max(1, int(np.ceil(test_fraction * len(source_ids)))))
-    test = sorted(source_ids[index] for index in order[:test_count])
-    train = sorted(source_ids[index] for index in order[test_count:])
-    return train, test
+    total = len(source_ids)
+    test_count = max(1, int(np.ceil(test_fraction * total)))
+    val_count = max(1, int(np.ceil(val_fraction * total))) if val_fraction > 0 else 0
+    if total - test_count - val_count < 1:
+        raise DataError(
+            f"need at least {test_count + val_count + 1} source images to split train/val/test, got {total}"
+        )
+    order = [source_ids[index] for index in np.random.default_rng(seed).permutation(total)]
+    test = sorted(order[:test_count])
+    val = sorted(order[test_count : test_count + val_count])
+    train = sorted(order[test_count + val_count :])
+    return train, val, test
 
 
 def random_patch(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -1,62 +1,62 @@
-"""The ``validate`` step: a Great Expectations suite over the manifest and per-image statistics.
+"""The ``validate`` step: a Great Expectations suite over the manifest and per-pair content statistics.
 
-Two pandas batches are checked in an ephemeral GX context:
+One pass decodes every lq and gt once and builds the statistics table
+(:mod:`unildiff.data.validate_content`): sizes, gt content (flat, blown out, crushed), PSNR(lq, gt)
+against what the task's recipe allows (:mod:`unildiff.data.validate_recipe`), lq/gt alignment, and
+same-picture detection across splits and sources (:mod:`unildiff.data.validate_duplicates`). Two pandas
+batches are then checked in an ephemeral GX context (:mod:`unildiff.data.validate_suite`):
 
-- ``pairs``: one row per pair — the manifest plus statistics computed here by decoding every image
-  (readable, decoded sizes, pixel range) and whether its ``source_id`` also appears in the other split.
+- ``pairs``: per-pair structure and content expectations, plus per-(task, split) column-aggregate
+  expectations (mean and quantiles of PSNR, brightness and size);
 - ``task_counts``: one row per (split, task of the setting) with its pair count (0 when absent).
 
 :func:`validate_prepared` returns a :class:`ValidationReport`; :meth:`ValidationReport.raise_for_failure`
-raises a :class:`DataError` naming the failing expectation and a few offending rows.
+raises a :class:`DataError` naming every failed check with its pairs and their evidence.
 """
 
 from __future__ import annotations
 
-import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 from unildiff.data.config import ValidateConfig
-from unildiff.data.manifest import COLUMNS, SPLITS, ManifestRow, read_manifest
+from unildiff.data.manifest import SPLITS, ManifestRow, read_manifest
 from unildiff.data.settings import get_setting
+from unildiff.data.validate_config import ContentRules
+from unildiff.data.validate_content import ContentTable, content_table, decode
+from unildiff.data.validate_duplicates import same_picture_columns
+from unildiff.data.validate_features import thumbnail_png_base64
+from unildiff.data.validate_recipe import TaskEnvelope
+from unildiff.data.validate_report import failure_message, report_html
+from unildiff.data.validate_run import ExpectationOutcome, run_checks
+from unildiff.data.validate_suite import Check, distribution_checks, pair_checks
 from unildiff.errors import DataError
 from unildiff.utils.atomic import atomic_write_json, atomic_write_text
 
-
-def _image_statistics(path: Path) -> dict[str, Any]:
-    """Decoded height, width and value range in [0, 1] of one image; ``readable`` False when it fails."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except (OSError, ValueError):
-        return {"readable": False, "height": -1, "width": -1, "min": 0.0, "max": 0.0}
-    return {
-        "readable": True,
-        "height": int(array.shape[0]),
-        "width": int(array.shape[1]),
-        "min": float(array.min()) / 255.0,
-        "max": float(array.max()) / 255.0,
-    }
+__all__ = [
+    "ExpectationOutcome",
+    "ValidationReport",
+    "pair_table",
+    "report_html",
+    "validate_prepared",
+    "write_reports",
+]
 
 
-def pair_table(prepared_dir: Path, rows: list[ManifestRow]) -> pd.DataFrame:
-    """The manifest plus per-image statistics (``lq_*``/``gt_*`` readable, height, width, min, max)."""
-    frame = pd.DataFrame(
-        [[getattr(row, column) for column in COLUMNS] for row in rows], columns=list(COLUMNS)
-    )
-    for side in ("lq", "gt"):
-        statistics = [_image_statistics(prepared_dir / getattr(row, f"{side}_path")) for row in rows]
-        for key in ("readable", "height", "width", "min", "max"):
-            frame[f"{side}_{key}"] = [item[key] for item in statistics]
+def pair_table(
+    prepared_dir: Path, rows: list[ManifestRow], setting_name: str, rules: ContentRules
+) -> ContentTable:
+    """The statistics table: the manifest, per-pair content statistics, split and same-picture columns."""
+    table = content_table(prepared_dir, rows, get_setting(setting_name), rules)
+    frame = table.frame
     splits_per_source = frame.groupby("source_id")["split"].nunique()
     frame["source_in_both_splits"] = frame["source_id"].map(splits_per_source).gt(1)
-    return frame
+    frame["gt_leak"], frame["gt_duplicate"] = same_picture_columns(frame, table.thumbnails, rules)
+    return table
 
 
 def task_count_table(frame: pd.DataFrame, setting_name: str) -> pd.DataFrame:
@@ -72,122 +72,79 @@ def task_count_table(frame: pd.DataFrame, setting_name: str) -> pd.DataFrame:
 
 
 @dataclass(frozen=True)
-class ExpectationOutcome:
-    """The result of one expectation: its GX type, arguments, success and a few offending rows."""
-
-    expectation: str
-    arguments: str
-    success: bool
-    unexpected_count: int
-    examples: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class ValidationReport:
-    """Outcome of the suite, with per-task counts (``{task: {"train": n, "test": n}}``)."""
+    """Outcome of the suite.
+
+    Attributes:
+        success: every check passed.
+        pairs: pairs in the manifest.
+        per_task: ``{task: {split: pairs}}`` over :data:`unildiff.data.manifest.SPLITS`.
+        outcomes: one per check, in suite order.
+        envelopes: what each task's recipe allows (PSNR range, alignment floor), for the report.
+        thumbnails: ``pair_id -> (lq, gt)`` base64 PNG thumbnails of the pairs the failures name.
+    """
 
     success: bool
     pairs: int
     per_task: dict[str, dict[str, int]]
-    outcomes: tuple[ExpectationOutcome, ...] = field(default_factory=tuple)
+    outcomes: tuple[ExpectationOutcome, ...] = ()
+    envelopes: tuple[TaskEnvelope, ...] = ()
+    thumbnails: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     @property
     def failures(self) -> tuple[ExpectationOutcome, ...]:
         """The outcomes that failed."""
         return tuple(outcome for outcome in self.outcomes if not outcome.success)
 
+    @property
+    def failed_pairs(self) -> tuple[str, ...]:
+        """The pairs the failed checks name, in order of first mention."""
+        return tuple(dict.fromkeys(pair_id for outcome in self.failures for pair_id in outcome.pair_ids))
+
     def metrics(self) -> dict[str, Any]:
-        """A DVC-metrics payload: success, counts, and the number of failed expectations."""
+        """A DVC-metrics payload: success, counts, failed checks and pairs."""
         return {
             "success": self.success,
             "pairs": self.pairs,
             "expectations": len(self.outcomes),
             "failed_expectations": len(self.failures),
+            "failed_pairs": len(self.failed_pairs),
             "per_task": self.per_task,
         }
 
-    def raise_for_failure(self) -> None:
-        """Raise DataError naming the first failing expectation, its offending rows and how many others."""
-        if self.success:
-            return
-        first = self.failures[0]
-        others = f" (+{len(self.failures) - 1} more failing expectation(s))" if len(self.failures) > 1 else ""
-        raise DataError(
-            f"data validation failed: {first.expectation}({first.arguments}): {first.unexpected_count} "
-            f"offending row(s), e.g. {'; '.join(first.examples)}{others}"
-        )
+    def raise_for_failure(self, html_hint: str = "") -> None:
+        """Raise DataError naming every failed check, its offending pairs and their evidence (one line)."""
+        if not self.success:
+            raise DataError(failure_message(self, html_hint))
 
 
-def _pair_expectations(setting_name: str) -> list[Any]:
-    import great_expectations as gx
-
-    expectations = gx.expectations
-    tasks = list(get_setting(setting_name).task_names)
-    checks: list[Any] = [
-        expectations.ExpectColumnValuesToBeUnique(column="pair_id"),
-        expectations.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
-        expectations.ExpectColumnValuesToBeInSet(column="task", value_set=tasks),
-        expectations.ExpectColumnValuesToNotBeNull(column="prompt"),
-        expectations.ExpectColumnValuesToBeInSet(column="source_in_both_splits", value_set=[False]),
-    ]
-    for side in ("lq", "gt"):
-        checks += [
-            expectations.ExpectColumnValuesToBeInSet(column=f"{side}_readable", value_set=[True]),
-            expectations.ExpectColumnPairValuesToBeEqual(column_A="height", column_B=f"{side}_height"),
-            expectations.ExpectColumnPairValuesToBeEqual(column_A="width", column_B=f"{side}_width"),
-            expectations.ExpectColumnValuesToBeBetween(column=f"{side}_min", min_value=0.0, max_value=1.0),
-            expectations.ExpectColumnValuesToBeBetween(column=f"{side}_max", min_value=0.0, max_value=1.0),
-        ]
-    return checks
-
-
-def _run_suite(
-    context: Any,
-    name: str,
-    frame: pd.DataFrame,
-    checks: list[Any],
-    index_columns: list[str],
-    max_examples: int,
-) -> list[ExpectationOutcome]:  # noqa: E501
-    import great_expectations as gx
-
-    asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name=name)
-    batch = asset.add_batch_definition_whole_dataframe(f"{name}_all").get_batch(
-        batch_parameters={"dataframe": frame}
-    )
-    suite = context.suites.add(gx.ExpectationSuite(name=f"{name}_suite", expectations=checks))
-    result = batch.validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns}
-    )
-    outcomes = []
-    for item in result.results:
-        arguments = {key: value for key, value in item.expectation_config.kwargs.items() if key != "batch_id"}
-        rows = item.result.get("unexpected_index_list") or []
-        examples = tuple(
-            ", ".join(f"{key}={value}" for key, value in row.items()) if isinstance(row, dict) else str(row)
-            for row in rows[:max_examples]
-        )
-        outcomes.append(
-            ExpectationOutcome(
-                expectation=item.expectation_config.type,
-                arguments=", ".join(f"{key}={value!r}" for key, value in arguments.items()),
-                success=bool(item.success),
-                unexpected_count=int(item.result.get("unexpected_count") or 0),
-                examples=examples,
-            )
-        )
-    return outcomes
+def _thumbnails(
+    prepared_dir: Path, rows: list[ManifestRow], pair_ids: tuple[str, ...], long_side: int
+) -> dict[str, tuple[str | None, str | None]]:
+    by_id = {row.pair_id: row for row in rows}
+    thumbnails: dict[str, tuple[str | None, str | None]] = {}
+    for pair_id in pair_ids:
+        row = by_id.get(pair_id)
+        if row is None:
+            continue
+        images = (decode(prepared_dir / row.lq_path), decode(prepared_dir / row.gt_path))
+        lq, gt = (thumbnail_png_base64(image, long_side) if image is not None else None for image in images)
+        thumbnails[pair_id] = (lq, gt)
+    return thumbnails
 
 
 def validate_prepared(
-    prepared_dir: str | os.PathLike, setting_name: str, config: ValidateConfig
+    prepared_dir: str | os.PathLike,
+    setting_name: str,
+    config: ValidateConfig,
 ) -> ValidationReport:
     """Run the GX suite over the prepared dir of ``setting_name``.
 
     Args:
         prepared_dir: the output of ``prepare`` (holds ``manifest.csv``).
-        setting_name: ``data.setting``; its tasks are the allowed set.
-        config: the ``validate`` params.
+        setting_name: ``data.setting``; its tasks are the allowed set and give each pair's recipe.
+        config: the ``validate`` params (counts, examples quoted per failure, and ``content``: the content
+            and distribution thresholds).
 
     Returns:
         The report (call ``raise_for_failure`` to turn a failure into a DataError).
@@ -196,53 +153,42 @@ def validate_prepared(
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     prepared_dir = Path(prepared_dir)
-    get_setting(setting_name)  # unknown settings fail early, listing the valid ones
+    rules = config.content
+    setting = get_setting(setting_name)  # unknown settings fail early, listing the valid ones
     rows = read_manifest(prepared_dir)
-    frame = pair_table(prepared_dir, rows)
-    counts = task_count_table(frame, setting_name)
+    table = pair_table(prepared_dir, rows, setting_name, rules)
+    frame = table.frame
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    checks = pair_checks(list(setting.task_names), rules) + distribution_checks(
+        frame, table.references, rules
+    )
+    outcomes = run_checks(context, "pairs", frame, checks, ["pair_id"], config.max_examples)
     minimum = gx.expectations.ExpectColumnValuesToBeBetween(
         column="pairs", min_value=config.min_pairs_per_task
     )
-    outcomes = _run_suite(
-        context, "pairs", frame, _pair_expectations(setting_name), ["pair_id"], config.max_examples
+    counts = task_count_table(frame, setting_name)
+    count_check = Check("too few pairs for a task and split", minimum, ("pairs",))
+    outcomes += run_checks(
+        context, "task_counts", counts, [count_check], ["split", "task"], config.max_examples
     )
-    outcomes += _run_suite(context, "task_counts", counts, [minimum], ["split", "task"], config.max_examples)
     per_task: dict[str, dict[str, int]] = {}
     for (task, split), count in frame.groupby(["task", "split"]).size().items():
         per_task.setdefault(str(task), {name: 0 for name in SPLITS})[str(split)] = int(count)
-    return ValidationReport(
+    report = ValidationReport(
         success=all(outcome.success for outcome in outcomes),
         pairs=len(rows),
         per_task=per_task,
         outcomes=tuple(outcomes),
+        envelopes=tuple(table.envelopes.values()),
     )
-
-
-def report_html(report: ValidationReport) -> str:
-    """A small self-contained HTML page: the verdict, every expectation, and the per-task counts."""
-    escape = html.escape
-    lines = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>UniLDiff data validation</title>",
-        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #999;"
-        "padding:3px 8px}.fail{background:#fdd}.ok{background:#dfd}</style></head><body>",
-        f"<h1>Data validation: {'PASSED' if report.success else 'FAILED'}</h1>",
-        f"<p>{report.pairs} pairs, {len(report.outcomes)} expectations, {len(report.failures)} failed.</p>",
-        "<table><tr><th>expectation</th><th>arguments</th><th>result</th><th>unexpected</th><th>examples</th></tr>",
-    ]
-    for outcome in report.outcomes:
-        css = "ok" if outcome.success else "fail"
-        lines.append(
-            f"<tr class='{css}'><td>{escape(outcome.expectation)}</td><td>{escape(outcome.arguments)}</td>"
-            f"<td>{'pass' if outcome.success else 'FAIL'}</td><td>{outcome.unexpected_count}</td>"
-            f"<td>{escape('; '.join(outcome.examples))}</td></tr>"
-        )
-    lines.append("</table><h2>Pairs per task</h2><table><tr><th>task</th><th>train</th><th>test</th></tr>")
-    for task, counts in report.per_task.items():
-        lines.append(f"<tr><td>{escape(task)}</td><td>{counts['train']}</td><td>{counts['test']}</td></tr>")
-    lines.append("</table></body></html>")
-    return "\n".join(lines) + "\n"
+    pair_ids = report.failed_pairs
+    if not pair_ids:
+        return report
+    thumbnails = _thumbnails(prepared_dir, rows, pair_ids, rules.thumbnail_size)
+    return ValidationReport(
+        report.success, report.pairs, per_task, report.outcomes, report.envelopes, thumbnails
+    )
 
 
 def write_reports(

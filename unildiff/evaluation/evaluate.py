@@ -1,5 +1,6 @@
-"""Evaluate a trained UniLDiff model on the test split: the degraded input, the full model and two
-inference-time ablations (without the task prompt; the plain VAE decoder instead of DAEM).
+"""Evaluate a trained UniLDiff model on a split: the degraded input, the full model and inference-time
+rows beside it: without the task prompt, the plain VAE decoder instead of DAEM, no diffusion (the DAEM
+decoder on the LQ latent) and the ceiling (the DAEM decoder on the clean latent).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from unildiff.evaluation.metrics import MetricSuite, check_metric_names
 from unildiff.evaluation.reports import EvaluationResult, GridRow, ImageRecord
 from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
 
-ABLATIONS = ("no_prompt", "plain_decoder")
-"""Inference-time ablations ``evaluate.ablations`` may name."""
+ABLATIONS = ("no_prompt", "plain_decoder", "no_diffusion", "ceiling")
+"""Inference-time rows ``evaluate.ablations`` may name (docs/evaluation.md)."""
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,8 @@ class EvaluateConfig:
         metrics: metric names (see :data:`unildiff.evaluation.metrics.METRICS`); learned metrics without
             local weights are reported as skipped.
         y_channel: PSNR and SSIM on the Y channel instead of RGB.
-        ablations: inference-time ablations to run (subset of :data:`ABLATIONS`).
+        ablations: inference-time rows to run (subset of :data:`ABLATIONS`).
+        split: the prepared split scored: ``test`` for the reports, ``val`` for tuning.
         max_images: evaluate at most this many test pairs (0 = all), spread evenly over the tasks' order.
         grid_images: rows per task grid (LQ | restored | GT).
         device: torch device.
@@ -40,9 +42,12 @@ class EvaluateConfig:
     max_images: int = 0
     grid_images: int = 4
     device: str = "cpu"
+    split: str = "test"
 
     def __post_init__(self) -> None:
         check_metric_names(self.metrics)
+        if self.split not in ("val", "test"):
+            raise ConfigError(f"evaluate.split must be 'val' or 'test', got {self.split!r}")
         for ablation in self.ablations:
             if ablation not in ABLATIONS:
                 raise ConfigError(
@@ -54,6 +59,29 @@ class EvaluateConfig:
 
 def _to_image(tensor: torch.Tensor):
     return ((tensor[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
+
+
+@torch.no_grad()
+def decode_without_diffusion(graphs, lq: torch.Tensor, image: torch.Tensor | None = None) -> torch.Tensor:
+    """The DAEM decoder on a VAE latent with no denoising step, skips from ``lq``.
+
+    Args:
+        graphs: torch :class:`~unildiff.pipeline.TorchGraphs`.
+        lq: the degraded image, [-1, 1], (1, 3, H, W).
+        image: the image whose latent is decoded ([-1, 1], (1, 3, H, W)): ``None`` decodes the LQ latent
+            (the ``no_diffusion`` row), the clean image gives the ``ceiling`` row.
+
+    Returns:
+        [-1, 1], (1, 3, H, W).
+    """
+    from unildiff.tiling import crop, pad_to_multiple
+
+    lq_padded, padding = pad_to_multiple(lq, graphs.pixel_multiple)
+    encoding = graphs.encode_lq(lq_padded)
+    latent = encoding.lq_latent
+    if image is not None:
+        latent = graphs.encode_lq(pad_to_multiple(image, graphs.pixel_multiple)[0]).lq_latent
+    return crop(graphs.decode(latent, encoding.skips).clamp(-1.0, 1.0), padding)
 
 
 def _select(rows: list, max_images: int) -> list[int]:
@@ -105,7 +133,7 @@ def evaluate_model(
         model.decoder,
     ):
         module.to(device)
-    dataset = PairedImageDataset(prepared_dir, "test", crop_size=None)
+    dataset = PairedImageDataset(prepared_dir, config.split, crop_size=None)
     suite = MetricSuite(config.metrics, y_channel=config.y_channel, device=config.device)
     full = RestorationPipeline.from_model(model, sampling)
     plain = None
@@ -138,6 +166,10 @@ def evaluate_model(
             if plain is not None:
                 plain_restored = plain(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
                 record.scores["plain_decoder"] = suite.score(plain_restored, gt)
+            if "no_diffusion" in config.ablations:
+                record.scores["no_diffusion"] = suite.score(decode_without_diffusion(full.graphs, lq), gt)
+            if "ceiling" in config.ablations:
+                record.scores["ceiling"] = suite.score(decode_without_diffusion(full.graphs, lq, gt), gt)
 
             rows = grids.setdefault(item["task"], [])
             if len(rows) < config.grid_images:

@@ -16,8 +16,8 @@ import numpy as np
 
 from unildiff.utils.atomic import atomic_path, atomic_write_json, atomic_write_text
 
-VARIANTS = ("input", "restored", "no_prompt", "plain_decoder")
-"""Rows of the report: the degraded input itself, the full model and the two inference-time ablations."""
+VARIANTS = ("input", "restored", "no_prompt", "plain_decoder", "no_diffusion", "ceiling")
+"""Rows of the report: the degraded input itself, the full model and the inference-time rows."""
 
 
 @dataclass

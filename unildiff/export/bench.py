@@ -4,6 +4,9 @@ Components per backend and size: the LQ encoder (batch 1), one denoiser step wit
 the decoder (batch 1). End to end per step count: ``RestorationPipeline`` on one image, with the
 sampling-loop overhead (wall time not spent in graph calls or prompt encoding). Every backend gets
 the same inputs (computed once by the torch graphs); FLOPs are counted once on the torch modules.
+
+The optional **photo** row (:class:`PhotoBench`) restores one 1-megapixel photo with the sampling
+settings exactly as given, automatic tiling included, and reports seconds per megapixel.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import functools
 import math
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,12 +30,44 @@ from unildiff.export.timing import (
     count_flops,
     host_description,
     measure,
+    peak_memory_bytes,
     synchronize,
 )
 from unildiff.utils.atomic import atomic_write_json
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROMPT = "remove noise"
+
+
+@dataclass(frozen=True)
+class PhotoBench:
+    """The photo row: one restoration of a ``width`` × ``height`` photo, in seconds per megapixel.
+
+    The default is a 4:3 photo of 1.0 MP whose sides are no multiple of the model's (padding is timed
+    too). One restoration takes tens of seconds on a CPU, so it runs ``repeats`` times after no warm-up;
+    with ``bench.rounds`` each backend's row is the median of its rounds' processes.
+
+    Attributes:
+        width: photo width in pixels.
+        height: photo height in pixels.
+        repeats: timed restorations; the median is reported.
+    """
+
+    width: int = 1155
+    height: int = 866
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        if self.width < 16 or self.height < 16 or self.repeats < 1:
+            raise ConfigError(
+                f"photo bench needs width, height >= 16 and repeats >= 1, got "
+                f"{self.width}x{self.height}, {self.repeats} repeats"
+            )
+
+    @property
+    def key(self) -> str:
+        """The row's name in ``reports/bench.json``, e.g. ``1155x866``."""
+        return f"{self.width}x{self.height}"
 
 
 class CastGraphs:
@@ -150,6 +186,58 @@ def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: 
     }
 
 
+def photo_image(photo: PhotoBench, device: str) -> torch.Tensor:
+    """A smooth synthetic photo [-1, 1], (1, 3, height, width) (graph costs do not depend on content)."""
+    generator = torch.Generator().manual_seed(0)
+    coarse = torch.rand(1, 3, max(2, photo.height // 32), max(2, photo.width // 32), generator=generator)
+    image = torch.nn.functional.interpolate(coarse, size=(photo.height, photo.width), mode="bilinear")
+    return (image * 2 - 1).to(device)
+
+
+def _photo(graphs, prompt_encoder, scheduler_config, sampling, photo: PhotoBench, device: str, progress):
+    """Restore the photo ``photo.repeats`` times with ``sampling`` as given (tiling included)."""
+    from unildiff.pipeline import RestorationPipeline, make_scheduler
+    from unildiff.tiling import pad_to_multiple, tile_grid
+
+    timed = TimedGraphs(graphs, device)
+    pipeline = RestorationPipeline(
+        timed,
+        timed.timed_prompt_encoder(prompt_encoder),
+        make_scheduler(sampling.scheduler, scheduler_config),
+        sampling,
+    )
+    lq = photo_image(photo, device)
+    padded, _ = pad_to_multiple(lq, pipeline.pixel_multiple)
+    tiles = tile_grid(*padded.shape[-2:], sampling.tile_side, sampling.tile_overlap, pipeline.pixel_multiple)
+    totals, overheads = [], []
+    with torch.no_grad():
+        for _ in range(photo.repeats):
+            timed.seconds, timed.calls, timed.denoise_calls = 0.0, 0, 0
+            synchronize(device)
+            start = time.perf_counter()
+            pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed), progress=progress)
+            synchronize(device)
+            total = time.perf_counter() - start
+            totals.append(total * 1000.0)
+            overheads.append(100.0 * (total - timed.seconds) / total)
+    median = statistics.median(totals)
+    megapixels = photo.width * photo.height / 1e6
+    return {
+        "median_ms": round(median, 3),
+        "seconds_per_megapixel": round(median / 1000.0 / megapixels, 4),
+        "megapixels": round(megapixels, 6),
+        "width": photo.width,
+        "height": photo.height,
+        "steps": sampling.steps,
+        "tile_side": sampling.tile_side,
+        "tile_overlap": sampling.tile_overlap,
+        "tiles": len(tiles),
+        "denoiser_calls": timed.denoise_calls,
+        "loop_overhead_percent": round(statistics.median(overheads), 3),
+        "peak_memory_mb": round(peak_memory_bytes(device) / 2**20, 2),
+    }
+
+
 def _call_encode(graphs, lq):
     return graphs.encode_lq(lq)
 
@@ -162,15 +250,26 @@ def _call_decode(graphs, latents, skips):
     return graphs.decode(latents, skips)
 
 
-def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_dir: Path) -> dict:
+def run_bench(
+    model,
+    config: BenchConfig,
+    sampling,
+    *,
+    onnx_dir: Path,
+    engine_dir: Path,
+    photo: PhotoBench | None = None,
+) -> dict:
     """Benchmark ``model`` on every backend of ``config`` (see the module docstring).
 
     Args:
         model: ``UniLDiffModel`` (eval mode); moved to ``config.device``.
         config: sizes, step counts, repeats, backends, device and dtype.
-        sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
+        sampling: ``SamplingConfig``. The size rows replace its steps by each of ``config.steps`` and
+            never tile; the photo row uses it as given.
         onnx_dir: ``export/onnx`` for the onnxruntime backend.
         engine_dir: ``export/engines`` for the tensorrt backend.
+        photo: the photo row, timed last in each backend's process (its peak RSS bounds the whole
+            process's); ``None`` leaves it out.
 
     Returns:
         The JSON-ready report written to ``reports/bench.json``.
@@ -202,7 +301,7 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
     opened, skipped = open_backends(model, config, onnx_dir, engine_dir)
     components: dict = {name: {} for name in opened}
     end_to_end: dict = {name: {} for name in opened}
-    total = len(config.sizes) * len(opened) * (3 + len(config.steps))
+    total = len(config.sizes) * len(opened) * (3 + len(config.steps)) + (len(opened) if photo else 0)
     with Progress() as progress:
         task = progress.add_task("bench", total=total)
         for size in config.sizes:
@@ -227,7 +326,7 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
                     row[name] = ComponentResult.from_timing(timing, images, flops[name]).to_dict()
                     progress.advance(task)
                 for steps in config.steps:
-                    step_sampling = dataclasses.replace(sampling, steps=steps, tile=0)
+                    step_sampling = dataclasses.replace(sampling, steps=steps, tile=0, auto_tile=0)
                     result = _end_to_end(
                         graphs, prompt_encoder, model.prior.scheduler.config, step_sampling, lq, config
                     )
@@ -237,7 +336,15 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
                     result["achieved_gflops_per_s"] = round(graph_flops / result["median_ms"] * 1e-6, 4)
                     end_to_end[backend][f"{size}px_{steps}steps"] = result
                     progress.advance(task)
-    return {
+        photos: dict = {}
+        if photo is not None:
+            for backend, graphs in opened.items():
+                progress.update(task, description=f"bench: {backend} photo {photo.key}")
+                scheduler_config = model.prior.scheduler.config
+                row = _photo(graphs, prompt_encoder, scheduler_config, sampling, photo, device, progress)
+                photos[backend] = {photo.key: row}
+                progress.advance(task)
+    report = {
         "host": host_description(device),
         "config": config_description(config),
         "sampling": {
@@ -252,6 +359,9 @@ def run_bench(model, config: BenchConfig, sampling, *, onnx_dir: Path, engine_di
         "speedup_vs_torch": speedups(end_to_end),
         "skipped": skipped,
     }
+    if photo is not None:
+        report["photo"] = photos
+    return report
 
 
 def speedups(end_to_end: dict) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unildiff.errors import UniLDiffError
-from unildiff.export.bench import speedups
+from unildiff.export.bench import PhotoBench, speedups
 from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
 from unildiff.export.timing import config_description
 from unildiff.models.bundle import require_trained_model
@@ -43,11 +43,14 @@ class ModelDirs:
     stage2: Path
 
 
-def _request(model_dirs: ModelDirs, config: BenchConfig, sampling, onnx_dir, engine_dir, report) -> dict:
+def _request(
+    model_dirs: ModelDirs, config: BenchConfig, sampling, onnx_dir, engine_dir, report, photo
+) -> dict:
     return {
         "model": {name: str(path) for name, path in dataclasses.asdict(model_dirs).items()},
         "bench": config_description(config),
         "sampling": dataclasses.asdict(sampling),
+        "photo": None if photo is None else dataclasses.asdict(photo),
         "onnx_dir": str(onnx_dir),
         "engine_dir": str(engine_dir),
         "report": str(report),
@@ -97,6 +100,9 @@ def merge_reports(rounds: list[list[dict]]) -> dict:
     merged["process_per_backend"] = True
     merged["components"] = _merge_rounds([report["components"] for report in reports])
     merged["end_to_end"] = _merge_rounds([report["end_to_end"] for report in reports])
+    photos = [report["photo"] for report in reports if "photo" in report]
+    if photos:
+        merged["photo"] = _merge_rounds(photos)
     merged["skipped"] = {}
     for report in reports:
         merged["skipped"].update(report["skipped"])
@@ -114,7 +120,13 @@ def merge_reports(rounds: list[list[dict]]) -> dict:
 
 
 def run_bench_isolated(
-    model_dirs: ModelDirs, config: BenchConfig, sampling, *, onnx_dir: Path, engine_dir: Path
+    model_dirs: ModelDirs,
+    config: BenchConfig,
+    sampling,
+    *,
+    onnx_dir: Path,
+    engine_dir: Path,
+    photo: PhotoBench | None = None,
 ) -> dict:
     """``run_bench`` for each of ``config.backends`` in a fresh Python process; one merged report.
 
@@ -127,6 +139,7 @@ def run_bench_isolated(
         sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
         onnx_dir: ``export/onnx`` for the onnxruntime backend.
         engine_dir: ``export/engines`` for the tensorrt backend.
+        photo: the photo row (seconds per megapixel) of each backend's process; ``None`` leaves it out.
 
     Raises:
         MissingArtifactError: a weight folder is missing (names the stage to run).
@@ -148,7 +161,9 @@ def run_bench_isolated(
                     continue
                 report_path = Path(folder) / f"{backend}_{round_index}.json"
                 one_backend = dataclasses.replace(config, backends=(backend,), rounds=1)
-                request = _request(model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path)
+                request = _request(
+                    model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path, photo
+                )
                 completed = subprocess.run(
                     [sys.executable, "-m", WORKER_MODULE],
                     input=json.dumps(request),
@@ -184,6 +199,7 @@ def worker_main(request_text: str) -> None:
         SamplingConfig(**request["sampling"]),
         onnx_dir=Path(request["onnx_dir"]),
         engine_dir=Path(request["engine_dir"]),
+        photo=None if request.get("photo") is None else PhotoBench(**request["photo"]),
     )
     atomic_write_json(Path(request["report"]), report)
 

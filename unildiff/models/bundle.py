@@ -80,6 +80,23 @@ def require_trained_model(
     return {"prior": prior_dir, **paths, "decoder": _require(stage2_dir / "decoder", STAGE2_STAGE)}
 
 
+def load_stage1_model(prior: PriorComponents, stage1_dir: str | Path) -> UniLDiffModel:
+    """The stage-1b network around a loaded ``prior`` (LQ encoder, DAFF, UNet), in eval mode; its
+    ``decoder`` is the prior's plain VAE decoder (stage 2 has not run yet)."""
+    stage1_dir = Path(stage1_dir)
+    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
+    model = UniLDiffModel(
+        prior=prior,
+        lq_encoder=LQEncoder.from_pretrained(paths["lq_encoder"], use_safetensors=True),
+        daff=DAFF.from_pretrained(paths["daff"], use_safetensors=True),
+        unet=UNet2DConditionModel.from_pretrained(paths["unet"], use_safetensors=True),
+        decoder=None,
+    )
+    for module in (model.lq_encoder, model.daff, model.unet):
+        module.eval()
+    return model
+
+
 def load_trained_model(
     prior_dir: str | Path, stage1_dir: str | Path, stage2_dir: str | Path
 ) -> UniLDiffModel:

@@ -106,6 +106,8 @@ class DAFFConfig:
         num_single_blocks: M single-stream (FLUX) blocks.
         num_heads: Attention heads; ``width / num_heads`` must be a multiple of 4 (2-D rotary positions).
         patch_size: Side of the square latent patches that become one token.
+        normalize_lq: ``tiny`` only: GroupNorm f^LQ before its embedding (paper: off).
+        lq_residual: ``tiny`` only: per-position LQ path into the output projection (paper: off).
     """
 
     width: int = 64
@@ -113,6 +115,8 @@ class DAFFConfig:
     num_single_blocks: int = 1
     num_heads: int = 4
     patch_size: int = 1
+    normalize_lq: bool = False
+    lq_residual: bool = False
 
     def validate(self) -> DAFFConfig:
         for name in ("width", "num_heads", "patch_size"):

@@ -47,6 +47,11 @@ class DAFF(ModelMixin, ConfigMixin):
         num_heads: Attention heads (head width D / heads, a multiple of 4 for 2-D rotary positions).
         patch_size: Latent patch side p per token.
         rope_theta: Rotary base frequency.
+        normalize_lq: GroupNorm f^LQ before its embedding (``tiny`` only: the VAE trunk's f^LQ has a std
+            of ~16 against ~0.7 for the conv_in features; the paper feeds it as is).
+        lq_residual: Add the LQ stream's output tokens to the HQ stream at the same positions before the
+            zero-initialised output projection (``tiny`` only). The paper does not say how the 2N fused
+            tokens become N; this per-position path lets a small model read f^LQ (docs/model.md).
     """
 
     @register_to_config
@@ -61,10 +66,15 @@ class DAFF(ModelMixin, ConfigMixin):
         num_heads: int = 4,
         patch_size: int = 1,
         rope_theta: int = 10000,
+        normalize_lq: bool = False,
+        lq_residual: bool = False,
     ):
         super().__init__()
-        DAFFConfig(width, num_double_blocks, num_single_blocks, num_heads, patch_size).validate()
+        DAFFConfig(
+            width, num_double_blocks, num_single_blocks, num_heads, patch_size, normalize_lq, lq_residual
+        ).validate()
         head_dim = width // num_heads
+        self.lq_norm = nn.GroupNorm(1, lq_channels) if normalize_lq else None
         self.hq_embed = nn.Conv2d(hidden_channels, width, kernel_size=patch_size, stride=patch_size)
         self.lq_embed = nn.Conv2d(lq_channels, width, kernel_size=patch_size, stride=patch_size)
         self.pos_embed = FluxPosEmbed(theta=rope_theta, axes_dim=[head_dim // 2, head_dim // 2])
@@ -98,6 +108,8 @@ class DAFF(ModelMixin, ConfigMixin):
             num_single_blocks=config.num_single_blocks,
             num_heads=config.num_heads,
             patch_size=config.patch_size,
+            normalize_lq=config.normalize_lq,
+            lq_residual=config.lq_residual,
         )
 
     def _rotary(self, grid_height: int, grid_width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -129,7 +141,10 @@ class DAFF(ModelMixin, ConfigMixin):
         batch, channels, _, _ = hidden.shape
         patch = self.config.patch_size
         hq = self.hq_embed(hidden)
-        lq = self.lq_embed(lq_features.to(hq.dtype))
+        lq_features = lq_features.to(hq.dtype)
+        if self.lq_norm is not None:
+            lq_features = self.lq_norm(lq_features)
+        lq = self.lq_embed(lq_features)
         grid_height, grid_width = hq.shape[-2], hq.shape[-1]
         hq_tokens = hq.flatten(2).transpose(1, 2)
         lq_tokens = lq.flatten(2).transpose(1, 2)
@@ -144,6 +159,8 @@ class DAFF(ModelMixin, ConfigMixin):
             lq_tokens, hq_tokens = block(
                 hidden_states=hq_tokens, encoder_hidden_states=lq_tokens, temb=temb, image_rotary_emb=rotary
             )
+        if self.config.lq_residual:  # per-position LQ path into the zero-initialised projection
+            hq_tokens = hq_tokens + lq_tokens
         text = encoder_hidden_states.to(hq.dtype)
         hq_tokens = hq_tokens + self.text_attention(self.text_norm(hq_tokens), encoder_hidden_states=text)
         tokens = self.proj_out(self.norm_out(hq_tokens))  # (B, N, C·p²), zero at initialisation

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from unildiff.errors import ConfigError
 from unildiff.training.latents import LatentCache, TrainingPairs
 
 
@@ -32,6 +33,77 @@ class LatentBatch:
     gt: torch.Tensor
     gt_latents: torch.Tensor
     prompt_ids: torch.Tensor
+
+
+def _draw(count: int, high: int, generator: torch.Generator) -> list[int]:
+    return torch.randint(0, high, (count,), generator=generator, device=generator.device).tolist()
+
+
+def random_image_crop_flip(images: torch.Tensor, crop_size: int, generator: torch.Generator) -> torch.Tensor:
+    """One random ``crop_size`` crop (any offset) and a random horizontal flip of a whole batch.
+
+    Args:
+        images: [-1, 1], (B, 3, H, W).
+        crop_size: Crop side in pixels; 0 (or ≥ the image) keeps the whole image (the flip still applies).
+        generator: The step's generator (the loop seeds it per step).
+
+    Returns:
+        [-1, 1], (B, 3, crop_size, crop_size).
+    """
+    side = min(images.shape[-2:])
+    if crop_size and crop_size < side:
+        top, left = _draw(2, side - crop_size + 1, generator)
+        images = images[..., top : top + crop_size, left : left + crop_size]
+    if _draw(1, 2, generator)[0]:
+        images = images.flip(-1)
+    return images
+
+
+def random_crop_flip(batch: LatentBatch, crop_size: int, generator: torch.Generator) -> LatentBatch:
+    """A fresh random crop and horizontal flip of a latent batch, drawn at every step.
+
+    The crop is aligned to the VAE's factor f (the cached latents are cut at the matching latent cells),
+    so images and latents stay in register. The latents of the crop are cut from the cached latents of
+    the larger patch instead of re-encoding the crop; they differ only within the encoder's receptive
+    field of the crop border. The flip mirrors images and latents together, which assumes the VAE is
+    flip-equivariant (its training draws flips too). Both approximations are documented in
+    docs/training.md ("Random crops").
+
+    Args:
+        batch: lq/gt [-1, 1], (B, 3, H, W) and their latents (B, C, H/f, W/f).
+        crop_size: Crop side in pixels, a multiple of f; 0 (or ≥ the patch) keeps the whole patch.
+        generator: The step's generator.
+
+    Raises:
+        ConfigError: ``crop_size`` is not a multiple of the VAE factor.
+    """
+    factor = batch.gt.shape[-1] // batch.gt_latents.shape[-1]
+    side = min(batch.gt.shape[-2:])
+    if crop_size and crop_size < side:
+        if crop_size % factor:
+            raise ConfigError(f"crop size {crop_size} must be a multiple of the VAE factor {factor}")
+        cells = (side - crop_size) // factor + 1
+        top, left = _draw(2, cells, generator)
+        latent_size = crop_size // factor
+        pixel_top, pixel_left = top * factor, left * factor
+
+        def cut_images(images: torch.Tensor) -> torch.Tensor:
+            return images[..., pixel_top : pixel_top + crop_size, pixel_left : pixel_left + crop_size]
+
+        batch = LatentBatch(
+            lq=cut_images(batch.lq),
+            gt=cut_images(batch.gt),
+            gt_latents=batch.gt_latents[..., top : top + latent_size, left : left + latent_size],
+            prompt_ids=batch.prompt_ids,
+        )
+    if _draw(1, 2, generator)[0]:
+        batch = LatentBatch(
+            lq=batch.lq.flip(-1),
+            gt=batch.gt.flip(-1),
+            gt_latents=batch.gt_latents.flip(-1),
+            prompt_ids=batch.prompt_ids,
+        )
+    return batch
 
 
 class PromptTable(torch.nn.Module):

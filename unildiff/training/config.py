@@ -11,8 +11,14 @@ from dataclasses import dataclass
 
 from unildiff.errors import ConfigError
 
-MIXED_PRECISION_MODES = ("no", "fp16", "bf16")
+MIXED_PRECISION_MODES = ("fp32", "fp16", "bf16")
+#: ``train.mixed_precision`` -> accelerate's name. ``fp32`` rather than accelerate's ``no``: YAML 1.1
+#: readers take an unquoted ``no`` for a boolean, and DVC writes it unquoted (YAML 1.2).
+ACCELERATE_MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 RESUME_MODES = ("auto", "strict", "never")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
+LATENT_SOURCES = ("clean", "denoised")
 
 
 def _positive(section: str, name: str, value: float) -> None:
@@ -36,9 +42,12 @@ class TrainConfig:
 
     Attributes:
         seed: Seed of weights, batch order, noise and timesteps.
-        mixed_precision: ``no`` | ``fp16`` | ``bf16`` (accelerate); ``no`` on CPU.
+        mixed_precision: ``fp32`` | ``fp16`` | ``bf16`` (CUDA only; CPU always trains in fp32).
         accelerate_config: Path of an ``accelerate config`` YAML for ``accelerate launch``; empty = defaults.
-        crop_size: Side of the fixed training crops whose latents are cached (pixels, multiple of 8).
+        crop_size: Side of the random crop (and horizontal flip) drawn afresh at every step from the
+            cached patches (pixels, a multiple of the VAE factor).
+        cache_crop_size: Side of the fixed crop per pair whose latents are cached (``encode_latents``);
+            0 caches whole patches (they must then share one size, as the built-in patches do).
         gradient_accumulation_steps: Micro-batches per optimizer step.
         max_grad_norm: Gradient clipping norm; 0 disables clipping.
         checkpoint_every: Save the resumable state every this many optimizer steps.
@@ -52,9 +61,10 @@ class TrainConfig:
     """
 
     seed: int = 0
-    mixed_precision: str = "no"
+    mixed_precision: str = "fp32"
     accelerate_config: str = ""
     crop_size: int = 64
+    cache_crop_size: int = 0
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = 1.0
     checkpoint_every: int = 50
@@ -74,6 +84,10 @@ class TrainConfig:
             raise ConfigError(f"train.resume must be one of {RESUME_MODES}, got {self.resume!r}")
         if self.crop_size <= 0 or self.crop_size % 8:
             raise ConfigError(f"train.crop_size must be a positive multiple of 8, got {self.crop_size!r}")
+        if self.cache_crop_size and self.cache_crop_size < self.crop_size:
+            raise ConfigError(
+                f"train.cache_crop_size must be 0 or >= train.crop_size, got {self.cache_crop_size!r}"
+            )
         for name in ("gradient_accumulation_steps", "checkpoint_every", "log_every", "encode_batch_size"):
             _positive("train", name, getattr(self, name))
         _non_negative("train", "max_grad_norm", self.max_grad_norm)
@@ -91,7 +105,18 @@ class PriorTrainConfig:
         kl_weight: Weight of the KL term of the VAE loss.
         unet_steps: Optimizer steps of the UNet (ε-prediction, eq. 9 with an L2 norm as in LDM).
         unet_lr: AdamW learning rate of the UNet.
-        batch_size: Images per micro-batch and process.
+        batch_size: Images per micro-batch and process (UNet phase).
+        vae_batch_size: Images per micro-batch of the VAE phase.
+        vae_crop_size: Side of the random crops the VAE is trained on (0 = ``train.crop_size``); the VAE
+            is convolutional, so smaller crops buy more steps for the same CPU time (``tiny``).
+        vae_sample_posterior: Decode a posterior sample in training (LDM) or its mode (``tiny``: learns
+            faster; the pipeline only ever decodes modes).
+        prediction_type: What the tiny UNet learns to predict, written into the prior's scheduler config
+            and followed by every later stage: ``epsilon`` (SDXL's), ``v_prediction`` or ``sample``.
+        zero_terminal_snr: Rescale the betas to zero terminal SNR (Lin et al. 2024), so that the last
+            timestep is pure noise and a pure-noise start matches training.
+        timestep_spacing: diffusers' ``timestep_spacing`` of the saved scheduler (``leading``,
+            ``trailing``, ``linspace``); ``trailing`` starts few-step sampling at t = T − 1.
     """
 
     vae_steps: int = 2000
@@ -100,10 +125,26 @@ class PriorTrainConfig:
     unet_steps: int = 4000
     unet_lr: float = 1e-3
     batch_size: int = 16
+    vae_batch_size: int = 16
+    vae_crop_size: int = 0
+    vae_sample_posterior: bool = True
+    prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
+    timestep_spacing: str = "leading"
 
     def __post_init__(self) -> None:
-        for name in ("vae_steps", "unet_steps", "batch_size", "vae_lr", "unet_lr"):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ConfigError(
+                f"prior_train.prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}"
+            )
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ConfigError(
+                f"prior_train.timestep_spacing must be one of {TIMESTEP_SPACINGS}, "
+                f"got {self.timestep_spacing!r}"
+            )
+        for name in ("vae_steps", "unet_steps", "batch_size", "vae_batch_size", "vae_lr", "unet_lr"):
             _positive("prior_train", name, getattr(self, name))
+        _non_negative("prior_train", "vae_crop_size", self.vae_crop_size)
         _non_negative("prior_train", "kl_weight", self.kl_weight)
 
 
@@ -170,6 +211,9 @@ class Stage2Config:
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
         crop_size: Random sub-crop (pixels, multiple of 8) of the cached crops decoded per step; 0 = whole.
+        latent_source: What the decoder learns to decode: ``clean`` = ``encode(gt)`` (the paper) or
+            ``denoised`` = the stage-1 denoiser's one-step restoration of the LQ image (``tiny`` only,
+            as DOD trains its decoder; stage 2 then depends on stage 1b).
     """
 
     steps: int = 10000
@@ -179,8 +223,13 @@ class Stage2Config:
     batch_size: int = 64
     weight_decay: float = 0.0
     crop_size: int = 0
+    latent_source: str = "clean"
 
     def __post_init__(self) -> None:
+        if self.latent_source not in LATENT_SOURCES:
+            raise ConfigError(
+                f"stage2.latent_source must be one of {LATENT_SOURCES}, got {self.latent_source!r}"
+            )
         for name in ("steps", "lr", "batch_size"):
             _positive("stage2", name, getattr(self, name))
         for name in ("lambda1", "lambda2", "weight_decay", "crop_size"):

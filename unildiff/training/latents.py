@@ -66,18 +66,31 @@ class LatentCache:
         return len(self.pairs)
 
 
-def load_training_pairs(prepared_dir: str | Path, crop_size: int, seed: int) -> TrainingPairs:
-    """Read the train split of a prepared dir with one fixed ``crop_size`` crop per pair.
+def load_training_pairs(prepared_dir: str | Path, crop_size: int | None, seed: int) -> TrainingPairs:
+    """Read the train split of a prepared dir, whole or with one fixed ``crop_size`` crop per pair.
+
+    The training stages draw fresh random crops of these patches at every step
+    (:func:`unildiff.training.batches.random_crop_flip`).
 
     Args:
         prepared_dir: Output of the ``prepare`` stage.
-        crop_size: Side of the square crop (the crops of epoch 0 of ``PairedImageDataset``).
+        crop_size: Side of the square crop (the crops of epoch 0 of ``PairedImageDataset``); ``None``
+            keeps whole patches, which must then share one size.
         seed: Seed of the crop positions.
+
+    Raises:
+        DataError: whole patches of different sizes (names ``train.cache_crop_size``).
     """
     from unildiff.data.dataset import PairedImageDataset
 
     dataset = PairedImageDataset(prepared_dir, "train", crop_size=crop_size, seed=seed)
     items = [dataset[index] for index in range(len(dataset))]
+    sizes = {tuple(item["gt"].shape[-2:]) for item in items}
+    if len(sizes) > 1:
+        raise DataError(
+            f"train patches in {prepared_dir} have {len(sizes)} different sizes; "
+            "set train.cache_crop_size to cache one fixed crop per pair"
+        )
     return TrainingPairs(
         lq=torch.stack([item["lq"] for item in items]),
         gt=torch.stack([item["gt"] for item in items]),
@@ -85,6 +98,21 @@ def load_training_pairs(prepared_dir: str | Path, crop_size: int, seed: int) -> 
         tasks=tuple(item["task"] for item in items),
         pair_ids=tuple(item["pair_id"] for item in items),
     )
+
+
+def load_split_images(prepared_dir: str | Path, split: str) -> torch.Tensor | None:
+    """The clean images of ``split`` ([-1, 1], (N, 3, H, W)), or ``None`` when the split is empty or
+    its images differ in size."""
+    from unildiff.data.dataset import PairedImageDataset
+    from unildiff.data.manifest import read_manifest
+
+    if not any(row.split == split for row in read_manifest(Path(prepared_dir))):
+        return None
+    dataset = PairedImageDataset(prepared_dir, split, crop_size=None)
+    images = [dataset[index]["gt"] for index in range(len(dataset))]
+    if len({tuple(image.shape) for image in images}) > 1:
+        return None
+    return torch.stack(images)
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from rich.text import Text
 
 from unildiff.errors import UniLDiffError
 from unildiff.training.checkpoint import load_training_state, save_training_state
-from unildiff.training.config import TrainConfig
+from unildiff.training.config import ACCELERATE_MIXED_PRECISION, TrainConfig
 
 
 class NonFiniteLossError(UniLDiffError, FloatingPointError):
@@ -130,7 +130,7 @@ def make_accelerator(config: TrainConfig) -> Any:
     from accelerate import Accelerator
 
     has_cuda = torch.cuda.is_available()
-    mixed_precision = config.mixed_precision if has_cuda else "no"
+    mixed_precision = ACCELERATE_MIXED_PRECISION[config.mixed_precision] if has_cuda else "no"
     # cpu=True on CPU-only hosts lets torchrun / `accelerate launch` processes form a gloo group (MULTI_CPU).
     return Accelerator(
         cpu=not has_cuda,

@@ -10,7 +10,13 @@ import torch
 import torch.nn.functional as F
 
 from unildiff.errors import ConfigError
-from unildiff.training.batches import ImageBatch, LatentBatch, PromptTable
+from unildiff.training.batches import (
+    ImageBatch,
+    LatentBatch,
+    PromptTable,
+    random_crop_flip,
+    random_image_crop_flip,
+)
 from unildiff.training.loop import ObjectiveOutput
 from unildiff.training.ssim import ssim
 
@@ -37,6 +43,21 @@ def add_noise(
     return scheduler.add_noise(latents, noise, timesteps), noise, timesteps
 
 
+def denoising_target(
+    scheduler: object, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """What the denoiser predicts, by ``scheduler.config.prediction_type``: ε (``epsilon``, the paper's),
+    v = α_t ε − σ_t x0 (``v_prediction``) or x0 (``sample``)."""
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    if prediction_type == "sample":
+        return latents
+    raise ConfigError(f"unsupported scheduler prediction_type {prediction_type!r}")
+
+
 def _time_ids(images: torch.Tensor) -> torch.Tensor:
     from unildiff.models.text import make_time_ids
 
@@ -49,16 +70,29 @@ class VAEObjective(torch.nn.Module):
     Args:
         vae: The ``AutoencoderKL`` to train.
         kl_weight: Weight of the KL divergence to N(0, I) (summed over latent elements, batch mean).
+        crop_size: Side (pixels) of the random crop (and flip) drawn each step; 0 = whole.
+        sample_posterior: Decode a posterior sample (the LDM VAE); ``False`` decodes its mode, which
+            the pipeline uses anyway and which a CPU-sized budget learns much faster (``tiny``).
     """
 
-    def __init__(self, vae: torch.nn.Module, kl_weight: float) -> None:
+    def __init__(
+        self,
+        vae: torch.nn.Module,
+        kl_weight: float,
+        crop_size: int = 0,
+        sample_posterior: bool = True,
+    ) -> None:
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
+        self.crop_size = crop_size
+        self.sample_posterior = sample_posterior
 
     def forward(self, batch: ImageBatch, generator: torch.Generator) -> ObjectiveOutput:
+        batch = ImageBatch(gt=random_image_crop_flip(batch.gt, self.crop_size, generator))
         posterior = self.vae.encode(batch.gt).latent_dist
-        reconstruction = self.vae.decode(posterior.sample(generator=generator)).sample
+        latents = posterior.sample(generator=generator) if self.sample_posterior else posterior.mode()
+        reconstruction = self.vae.decode(latents).sample
         l1 = (reconstruction - batch.gt).abs().mean()
         l2 = F.mse_loss(reconstruction, batch.gt)
         kl = posterior.kl().mean()
@@ -68,26 +102,33 @@ class VAEObjective(torch.nn.Module):
 
 
 class PriorDenoisingObjective(torch.nn.Module):
-    """Tiny prior, phase 2: ε-prediction of the bare UNet on clean latents, ‖ε − ε̂‖² (LDM), text-conditioned.
+    """Tiny prior, phase 2: the bare UNet on clean latents, ‖target − prediction‖² (LDM), text-conditioned;
+    the target follows the scheduler's ``prediction_type`` (:func:`denoising_target`).
 
     Args:
         unet: The ``UNet2DConditionModel`` to train.
         scheduler: Training noise schedule (:func:`noise_schedule`).
         prompts: Frozen prompt embeddings.
         prompt_dropout: Probability of the empty prompt.
+        crop_size: Side (pixels) of the random crop drawn each step (:func:`random_crop_flip`).
     """
 
-    def __init__(self, unet: torch.nn.Module, scheduler: object, prompts: PromptTable, prompt_dropout: float):
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        scheduler: object,
+        prompts: PromptTable,
+        prompt_dropout: float,
+        crop_size: int = 0,
+    ):
         super().__init__()
-        self.unet, self.scheduler, self.prompts, self.prompt_dropout = (
-            unet,
-            scheduler,
-            prompts,
-            prompt_dropout,
-        )
+        self.unet, self.scheduler, self.prompts = unet, scheduler, prompts
+        self.prompt_dropout, self.crop_size = prompt_dropout, crop_size
 
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> ObjectiveOutput:
+        batch = random_crop_flip(batch, self.crop_size, generator)
         noisy, noise, timesteps = add_noise(self.scheduler, batch.gt_latents, generator)
+        target = denoising_target(self.scheduler, batch.gt_latents, noise, timesteps)
         embeds, pooled = self.prompts.lookup(batch.prompt_ids, self.prompt_dropout, generator)
         prediction = self.unet(
             noisy,
@@ -96,12 +137,13 @@ class PriorDenoisingObjective(torch.nn.Module):
             return_dict=False,
             added_cond_kwargs={"text_embeds": pooled, "time_ids": _time_ids(batch.gt)},
         )[0]
-        loss = F.mse_loss(prediction.float(), noise.float())
+        loss = F.mse_loss(prediction.float(), target.float())
         return ObjectiveOutput(loss=loss, terms={"mse": loss.detach()})
 
 
 class RestorationDenoisingObjective(torch.nn.Module):
-    """Stages 1a/1b: ε-prediction of the UNet + DAFF conditioned on f^LQ, ‖ε − ε̂‖₁ (paper eq. 9).
+    """Stages 1a/1b: the UNet + DAFF conditioned on f^LQ, ‖ε − ε̂‖₁ (paper eq. 9); with a ``v_prediction``
+    or ``sample`` scheduler (``tiny``) the L1 is on v or x0 instead (:func:`denoising_target`).
 
     Args:
         denoiser: ``UniLDiffDenoiser(unet, daff)``.
@@ -109,6 +151,7 @@ class RestorationDenoisingObjective(torch.nn.Module):
         scheduler: Training noise schedule (:func:`noise_schedule`).
         prompts: Frozen prompt embeddings.
         prompt_dropout: Probability of the empty prompt (classifier-free guidance, 20% in the paper).
+        crop_size: Side (pixels) of the random crop drawn each step (:func:`random_crop_flip`).
     """
 
     def __init__(
@@ -118,18 +161,69 @@ class RestorationDenoisingObjective(torch.nn.Module):
         scheduler: object,
         prompts: PromptTable,
         prompt_dropout: float,
+        crop_size: int = 0,
     ) -> None:
         super().__init__()
         self.denoiser, self.lq_encoder = denoiser, lq_encoder
         self.scheduler, self.prompts, self.prompt_dropout = scheduler, prompts, prompt_dropout
+        self.crop_size = crop_size
 
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> ObjectiveOutput:
+        batch = random_crop_flip(batch, self.crop_size, generator)
         lq_features = self.lq_encoder(batch.lq)
         noisy, noise, timesteps = add_noise(self.scheduler, batch.gt_latents, generator)
+        target = denoising_target(self.scheduler, batch.gt_latents, noise, timesteps)
         embeds, pooled = self.prompts.lookup(batch.prompt_ids, self.prompt_dropout, generator)
         prediction = self.denoiser(noisy, timesteps, lq_features, embeds, pooled, _time_ids(batch.gt))
-        loss = (noise.float() - prediction.float()).abs().mean()
+        loss = (target.float() - prediction.float()).abs().mean()
         return ObjectiveOutput(loss=loss, terms={"l1": loss.detach()})
+
+
+def predict_clean_latent(
+    scheduler: object, noisy: torch.Tensor, timesteps: torch.Tensor, prediction: torch.Tensor
+) -> torch.Tensor:
+    """x0 from a prediction at ``timesteps`` by the scheduler's ``prediction_type`` (DDPM algebra):
+    x0 = √ᾱ x_t − √(1−ᾱ) v for v, (x_t − √(1−ᾱ) ε̂) / √ᾱ for ε, the prediction itself for x0."""
+    alphas = scheduler.alphas_cumprod.to(noisy.device, torch.float32)[timesteps].reshape(-1, 1, 1, 1)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        return alphas.sqrt() * noisy - (1 - alphas).sqrt() * prediction
+    if prediction_type == "epsilon":
+        return (noisy - (1 - alphas).sqrt() * prediction) / alphas.sqrt().clamp_min(1e-4)
+    return prediction
+
+
+class OneStepLatents(torch.nn.Module):
+    """Stage-2 inputs from the frozen stage-1 denoiser (DOD-style, ``stage2.latent_source: denoised``).
+
+    Each batch is restored in one step from pure noise at t = T − 1, the first timestep of trailing
+    sampling, with the pair's prompt: the decoder then learns to decode what the sampler gives it rather
+    than clean latents it never sees at inference.
+
+    Args:
+        denoiser: Frozen ``UniLDiffDenoiser`` (stage 1b).
+        lq_encoder: Frozen stage-1b LQ encoder.
+        scheduler: Training noise schedule (:func:`noise_schedule`).
+        prompts: Frozen prompt embeddings.
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, lq_encoder: torch.nn.Module, scheduler, prompts) -> None:
+        super().__init__()
+        self.denoiser, self.lq_encoder, self.scheduler, self.prompts = denoiser, lq_encoder, scheduler, prompts
+
+    @torch.no_grad()
+    def forward(self, batch: LatentBatch, generator: torch.Generator) -> torch.Tensor:
+        """Restored scaled latents of ``batch.lq``, shaped like ``batch.gt_latents``."""
+        latents = batch.gt_latents
+        last = self.scheduler.config.num_train_timesteps - 1
+        timesteps = torch.full((latents.shape[0],), last, dtype=torch.long, device=latents.device)
+        noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        noisy = self.scheduler.add_noise(torch.zeros_like(latents), noise, timesteps)
+        embeds, pooled = self.prompts.lookup(batch.prompt_ids, 0.0, None)
+        prediction = self.denoiser(
+            noisy, timesteps, self.lq_encoder(batch.lq), embeds, pooled, _time_ids(batch.gt)
+        )
+        return predict_clean_latent(self.scheduler, noisy, timesteps, prediction.float())
 
 
 class DecoderObjective(torch.nn.Module):
@@ -142,8 +236,10 @@ class DecoderObjective(torch.nn.Module):
             (the VAE encoder's multi-scale features of ``encode(lq)``).
         lambda1: Weight of ``1 − SSIM``.
         lambda2: Weight of the load-balancing loss L_aux.
-        crop_size: Side (pixels, multiple of the VAE factor) of a random latent-aligned crop per
-            step; 0 = whole.
+        crop_size: Side (pixels, multiple of the VAE factor) of the random latent-aligned crop (and
+            flip) drawn each step (:func:`random_crop_flip`); 0 = whole.
+        latents: ``None`` decodes the cached clean latents (the paper); an :class:`OneStepLatents`
+            decodes the stage-1 denoiser's one-step restoration of the LQ image instead (``tiny``).
     """
 
     def __init__(
@@ -153,39 +249,18 @@ class DecoderObjective(torch.nn.Module):
         lambda1: float,
         lambda2: float,
         crop_size: int = 0,
+        latents: OneStepLatents | None = None,
     ):
         super().__init__()
         self.decoder, self.skip_encoder, self.lambda1, self.lambda2 = decoder, skip_encoder, lambda1, lambda2
-        self.crop_size = crop_size
-
-    def _crop(self, batch: LatentBatch, generator: torch.Generator) -> LatentBatch:
-        if not self.crop_size or self.crop_size >= min(batch.gt.shape[-2:]):
-            return batch
-        factor = batch.gt.shape[-1] // batch.gt_latents.shape[-1]  # the VAE's spatial factor
-        if self.crop_size % factor:
-            raise ConfigError(
-                f"stage2.crop_size must be a multiple of the VAE factor {factor}, got {self.crop_size}"
-            )
-        cells = torch.randint(
-            0,
-            (min(batch.gt.shape[-2:]) - self.crop_size) // factor + 1,
-            (2,),
-            generator=generator,
-            device=generator.device,
-        ).tolist()
-        top, left, latent = cells[0] * factor, cells[1] * factor, self.crop_size // factor
-        return LatentBatch(
-            lq=batch.lq[..., top : top + self.crop_size, left : left + self.crop_size],
-            gt=batch.gt[..., top : top + self.crop_size, left : left + self.crop_size],
-            gt_latents=batch.gt_latents[..., cells[0] : cells[0] + latent, cells[1] : cells[1] + latent],
-            prompt_ids=batch.prompt_ids,
-        )
+        self.crop_size, self.latents = crop_size, latents
 
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> ObjectiveOutput:
-        batch = self._crop(batch, generator)
+        batch = random_crop_flip(batch, self.crop_size, generator)
         with torch.no_grad():
             skips = tuple(skip.detach() for skip in self.skip_encoder(batch.lq))
-        output = self.decoder(batch.gt_latents, skips)
+        latents = batch.gt_latents if self.latents is None else self.latents(batch, generator)
+        output = self.decoder(latents, skips)
         restored = output.sample.float()
         l1 = (restored - batch.gt).abs().mean()
         structure = ssim((restored.clamp(-1, 1) + 1) / 2, (batch.gt + 1) / 2)

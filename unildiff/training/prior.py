@@ -48,17 +48,24 @@ def train_tiny_prior(
         "prior_train": dataclasses.asdict(config),
         "data": digest_tensors(pairs.gt) + digest_strings(*pairs.prompts),
     }
+    configure_scheduler(prior, config)
     prior.vae.requires_grad_(True).train()
     vae_run = TrainingRun(
         stage="prior_vae",
-        objective=VAEObjective(prior.vae, config.kl_weight),
+        objective=VAEObjective(
+            prior.vae,
+            config.kl_weight,
+            config.vae_crop_size or train_config.crop_size,
+            sample_posterior=config.vae_sample_posterior,
+        ),
         param_groups=[ParamGroup("vae", tuple(prior.vae.parameters()), config.vae_lr)],
         batches=ImageBatches(pairs),
         steps=config.vae_steps,
-        batch_size=config.batch_size,
+        batch_size=config.vae_batch_size,
         checkpoint_dir=checkpoint_dir / "vae",
         live_dir=live_dir / "vae" if live_dir else None,
         fingerprint=data_key,
+        lr_schedule="cosine",
     )
     vae_result = train(vae_run, train_config, accelerator)
     prior.vae.requires_grad_(False).eval()
@@ -67,7 +74,7 @@ def train_tiny_prior(
     table = PromptTable.from_prior(prior, pairs.prompts)
     prior.unet.requires_grad_(True).train()
     objective = PriorDenoisingObjective(
-        prior.unet, noise_schedule(prior.scheduler), table, train_config.prompt_dropout
+        prior.unet, noise_schedule(prior.scheduler), table, train_config.prompt_dropout, train_config.crop_size
     )
     unet_run = TrainingRun(
         stage="prior_unet",
@@ -79,10 +86,45 @@ def train_tiny_prior(
         checkpoint_dir=checkpoint_dir / "unet",
         live_dir=live_dir / "unet" if live_dir else None,
         fingerprint={**data_key, "vae": digest_tensors(*prior.vae.state_dict().values())},
+        lr_schedule="cosine",
     )
     unet_result = train(unet_run, train_config, accelerator)
     prior.unet.requires_grad_(False).eval()
     return [vae_result, unet_result]
+
+
+def configure_scheduler(prior: Any, config: PriorTrainConfig) -> None:
+    """Give the tiny prior the scheduler its UNet is trained for (prediction type, terminal SNR, spacing).
+
+    The scheduler config is saved with the prior, so every later stage and the pipeline follow it.
+    """
+    prior.scheduler = type(prior.scheduler).from_config(
+        prior.scheduler.config,
+        prediction_type=config.prediction_type,
+        rescale_betas_zero_snr=config.zero_terminal_snr,
+        timestep_spacing=config.timestep_spacing,
+    )
+
+
+@torch.no_grad()
+def round_trip_psnr(vae: Any, images: torch.Tensor, batch_size: int) -> dict[str, float]:
+    """PSNR (dB, on [0, 1]) of ``vae.decode(vae.encode(x).mode())`` against ``x``: what the VAE caps.
+
+    Args:
+        vae: The trained ``AutoencoderKL`` (eval mode).
+        images: Clean images, [-1, 1], (N, 3, H, W), H and W multiples of the VAE factor.
+        batch_size: Images per pass.
+
+    Returns:
+        ``{"mean": …, "min": …}`` over the images.
+    """
+    scores = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        decoded = vae.decode(vae.encode(batch).latent_dist.mode()).sample.clamp(-1, 1)
+        mse = ((decoded - batch) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+        scores.extend((10 * torch.log10(1 / mse)).tolist())
+    return {"mean": float(sum(scores) / len(scores)), "min": float(min(scores))}
 
 
 def calibrate_scaling_factor(vae: Any, images: Any, batch_size: int) -> float:

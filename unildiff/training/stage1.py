@@ -63,6 +63,7 @@ def _objective(
         noise_schedule(prior.scheduler),
         table,
         train_config.prompt_dropout,
+        train_config.crop_size,
     )
     return objective, LatentBatches(cache, table)
 

@@ -8,11 +8,12 @@ from typing import Any
 
 import torch
 
-from unildiff.training.batches import LatentBatches
+from unildiff.errors import ConfigError
+from unildiff.training.batches import LatentBatches, PromptTable
 from unildiff.training.config import Stage2Config, TrainConfig
 from unildiff.training.latents import LatentCache
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
-from unildiff.training.objectives import DecoderObjective
+from unildiff.training.objectives import DecoderObjective, OneStepLatents, noise_schedule
 
 
 class SkipEncoder(torch.nn.Module):
@@ -45,6 +46,7 @@ def train_daem(
     live_dir: Path | None,
     accelerator: Any,
     inputs_key: str,
+    stage1: Any | None = None,
 ) -> TrainingResult:
     """Train ``decoder`` (``DAEMDecoder.from_vae(prior.vae, ...)``: decoder + DAEM) in place.
 
@@ -60,19 +62,36 @@ def train_daem(
         checkpoint_dir: ``checkpoints/train_daem``.
         live_dir: ``dvclive/train_daem`` or ``None``.
         accelerator: The process's ``accelerate.Accelerator``.
-        inputs_key: Digest of the prior and the cache.
+        inputs_key: Digest of the prior and the cache (and stage 1b when it is used).
+        stage1: The trained ``UniLDiffModel`` whose denoiser restores the stage-2 inputs when
+            ``config.latent_source`` is ``denoised``; ``None`` for ``clean``.
     """
     for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
         module.requires_grad_(False).eval()
     skip_encoder = SkipEncoder(prior.vae).requires_grad_(False).eval()
     decoder.requires_grad_(True).train()
-    objective = DecoderObjective(decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size)
+    latents = None
+    if config.latent_source == "denoised":
+        if stage1 is None:
+            raise ConfigError("stage2.latent_source=denoised needs the stage-1b model")
+        for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
+            module.requires_grad_(False).eval()
+        table = PromptTable.from_prior(prior, cache.pairs.prompts)
+        latents = OneStepLatents(
+            stage1.denoiser(), stage1.lq_encoder, noise_schedule(prior.scheduler), table
+        )
+        batches = LatentBatches(cache, table)
+    else:
+        batches = LatentBatches(cache, None)
+    objective = DecoderObjective(
+        decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size, latents
+    )
     settings = {key: value for key, value in decoder.config.items() if not key.startswith("_")}
     run = TrainingRun(
         stage="train_daem",
         objective=objective,
         param_groups=[ParamGroup("decoder", tuple(decoder.parameters()), config.lr)],
-        batches=LatentBatches(cache, None),
+        batches=batches,
         steps=config.steps,
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,

@@ -1,0 +1,275 @@
+"""The Great Expectations checks of ``validate``: per pair, per (task, split) distribution, per count.
+
+Every check pairs one GX expectation with a reason in words and the columns that show why a pair
+failed, so a failure reads ``gt is flat: pair_id=train-derain-00003 (gt_std_min=0.0)``.
+
+Distribution checks (GX column-aggregate expectations, a pandas ``row_condition`` per group):
+
+- per (task, split), the mean and 10/50/90 % quantiles of ``psnr_db`` and the mean of ``lq_brightness``
+  against a reference: for pure noise the analytic PSNR of the same gts (paired: the mean of
+  ``psnr_excess_db`` must be 0 within ``margin + z · s / sqrt(n)``, s = 4.34 · sqrt(2 / values per image)
+  the dB spread of one image's PSNR); for other recipes ``distribution_reference_draws`` fresh draws of
+  the recipe on the group's gts; for real val/test groups the train group of the task (real train
+  groups have no reference). An unpaired bound is ``reference ± (margin + z · spread · sqrt(1/n + 1/m))``
+  (``spread`` the reference std, ``n``/``m`` the sizes), 1.7x wider for quantiles (the standard error of
+  a 10 % quantile of a normal sample is 1.7x that of its mean);
+- per split, the 10/50/90 % quantiles of ``gt_brightness`` and ``short_side`` within
+  ``gt_brightness_range`` and ``short_side_range``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from unildiff.data.manifest import SPLITS
+from unildiff.data.validate_config import ContentRules
+from unildiff.data.validate_recipe import REAL
+
+QUANTILES = (0.1, 0.5, 0.9)
+_QUANTILE_FACTOR = 1.7
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation with its reason and the evidence columns quoted for each offending pair.
+
+    Attributes:
+        reason: what is wrong, in words (``gt is flat``).
+        expectation: the GX expectation.
+        evidence: columns quoted beside each offending pair id.
+        group: ``task=..., split=...`` (or ``split=...``) of a distribution check, None per pair.
+        condition: the pandas query selecting the group's rows.
+        column: the checked column of a distribution check (its most extreme pairs are shown).
+    """
+
+    reason: str
+    expectation: Any
+    evidence: tuple[str, ...] = ()
+    group: str | None = None
+    condition: str | None = None
+    column: str | None = None
+
+
+def pair_checks(task_names: list[str], rules: ContentRules) -> list[Check]:
+    """Structure and content checks, one row per pair (see docs/data.md, "Validation")."""
+    import great_expectations as gx
+
+    expect = gx.expectations
+
+    def in_set(column: str, values: list) -> Any:
+        return expect.ExpectColumnValuesToBeInSet(column=column, value_set=values)
+
+    def between(column: str, **bounds: float) -> Any:
+        return expect.ExpectColumnValuesToBeBetween(column=column, **bounds)
+
+    def equal(column_a: str, column_b: str) -> Any:
+        return expect.ExpectColumnPairValuesToBeEqual(column_A=column_a, column_B=column_b)
+
+    def at_least(column_a: str, column_b: str) -> Any:
+        return expect.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A=column_a, column_B=column_b, or_equal=True, ignore_row_if="either_value_is_missing"
+        )
+
+    checks = [
+        Check("pair id is not unique", expect.ExpectColumnValuesToBeUnique(column="pair_id")),
+        Check("split is not one of " + "/".join(SPLITS), in_set("split", list(SPLITS)), ("split",)),
+        Check("task is not in the setting", in_set("task", task_names), ("task",)),
+        Check("prompt is missing", expect.ExpectColumnValuesToNotBeNull(column="prompt")),
+        Check(
+            "source photo is in more than one split", in_set("source_in_both_splits", [False]), ("source_id",)
+        ),
+    ]
+    for side in ("lq", "gt"):
+        checks += [
+            Check(f"{side} cannot be decoded", in_set(f"{side}_readable", [True]), (f"{side}_path",)),
+            Check(
+                f"{side} height differs from the manifest",
+                equal("height", f"{side}_height"),
+                ("height", f"{side}_height"),
+            ),
+            Check(
+                f"{side} width differs from the manifest",
+                equal("width", f"{side}_width"),
+                ("width", f"{side}_width"),
+            ),
+        ]
+    checks += [
+        Check(
+            "degradations column is not the task's recipe",
+            in_set("recipe_matches", [True]),
+            ("task", "degradations"),
+        ),
+        Check("gt is flat", between("gt_std_min", min_value=rules.gt_min_channel_std), ("gt_std_min",)),
+        Check(
+            "gt is blown out (white)",
+            between("gt_white_fraction", max_value=rules.gt_max_white_fraction),
+            ("gt_white_fraction",),
+        ),
+        Check(
+            "gt is crushed (black)",
+            between("gt_black_fraction", max_value=rules.gt_max_black_fraction),
+            ("gt_black_fraction",),
+        ),
+        Check("lq is identical to gt", in_set("lq_identical", [False])),
+        Check(
+            "lq is less degraded than its recipe allows",
+            at_least("psnr_high_db", "psnr_db"),
+            ("psnr_db", "psnr_high_db", "psnr_rule"),
+        ),
+        Check(
+            "lq is more degraded than its recipe allows",
+            at_least("psnr_db", "psnr_low_db"),
+            ("psnr_db", "psnr_low_db", "psnr_rule"),
+        ),
+        Check(
+            "lq does not line up with its gt (mis-paired?)",
+            at_least("alignment", "alignment_floor"),
+            ("alignment", "alignment_floor"),
+        ),
+        Check(
+            "gt is the same picture as a gt of another split (leakage)",
+            expect.ExpectColumnValuesToBeNull(column="gt_leak"),
+            ("gt_leak",),
+        ),
+        Check(
+            "gt is the same picture as a gt of another source",
+            expect.ExpectColumnValuesToBeNull(column="gt_duplicate"),
+            ("gt_duplicate",),
+        ),
+    ]
+    return checks
+
+
+def _finite(values: pd.Series) -> np.ndarray:
+    array = values.to_numpy(dtype=np.float64)
+    return array[np.isfinite(array)]
+
+
+def _spread(values: np.ndarray) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _around(values: np.ndarray, width: float) -> list[list[float]]:
+    """``[q - width, q + width]`` for each of the 10/50/90 % quantiles of ``values``."""
+    return [[round(float(q) - width, 4), round(float(q) + width, 4)] for q in np.quantile(values, QUANTILES)]
+
+
+def _mean(reason: str, column: str, low: float, high: float, label: str, condition: str) -> Check:
+    import great_expectations as gx
+
+    expectation = gx.expectations.ExpectColumnMeanToBeBetween(
+        column=column, min_value=round(low, 4), max_value=round(high, 4),
+        row_condition=condition, condition_parser="pandas",
+    )  # fmt: skip
+    return Check(reason, expectation, (column,), label, condition, column)
+
+
+def _quantiles(reason: str, column: str, ranges: list[list[float]], label: str, condition: str) -> Check:
+    import great_expectations as gx
+
+    expectation = gx.expectations.ExpectColumnQuantileValuesToBeBetween(
+        column=column, quantile_ranges={"quantiles": list(QUANTILES), "value_ranges": ranges},
+        row_condition=condition, condition_parser="pandas",
+    )  # fmt: skip
+    return Check(reason, expectation, (column,), label, condition, column)
+
+
+def _against(
+    column: str, observed: int, reference: np.ndarray, margin: float, source: str, label: str, condition: str,
+    rules: ContentRules, with_quantiles: bool = True,
+) -> list[Check]:  # fmt: skip
+    """Mean (and quantiles) of ``column`` within the bounds of an independent reference sample."""
+    if observed == 0 or len(reference) == 0:
+        return []
+    scale = rules.distribution_z * _spread(reference) * math.sqrt(1.0 / observed + 1.0 / len(reference))
+    centre, width = float(reference.mean()), margin + scale
+    checks = [
+        _mean(
+            f"mean {column} drifted from {source}", column, centre - width, centre + width, label, condition
+        )
+    ]
+    if with_quantiles:
+        ranges = _around(reference, margin + _QUANTILE_FACTOR * scale)
+        checks.append(
+            _quantiles(f"{column} quantiles drifted from {source}", column, ranges, label, condition)
+        )
+    return checks
+
+
+def _noise_checks(group: pd.DataFrame, rules: ContentRules, label: str, condition: str) -> list[Check]:
+    """Pure noise: PSNR paired with its analytic value on the same gt (only the noise sample scatters)."""
+    expected = _finite(group["noise_expected_db"])
+    if len(expected) == 0:
+        return []
+    values = 3 * int((group["height"] * group["width"]).min())
+    residual = 10.0 / math.log(10.0) * math.sqrt(2.0 / max(values, 1))  # dB std of one image's PSNR
+    width = rules.distribution_margin_db + rules.distribution_z * residual / math.sqrt(len(expected))
+    reason = "mean psnr_db drifted from its recipe (psnr_excess_db = psnr_db - analytic PSNR)"
+    ranges = _around(expected, rules.distribution_margin_db + rules.distribution_z * residual)
+    return [
+        _mean(reason, "psnr_excess_db", -width, width, label, condition),
+        _quantiles("psnr_db quantiles drifted from its recipe", "psnr_db", ranges, label, condition),
+    ]
+
+
+def distribution_checks(
+    frame: pd.DataFrame, references: dict[tuple[str, str], np.ndarray], rules: ContentRules
+) -> list[Check]:
+    """Column-aggregate checks per (task, split) and per split (see the module docstring).
+
+    Args:
+        frame: the statistics table.
+        references: ``(task, split) -> (draws, 2)`` PSNR and lq brightness of fresh recipe draws.
+        rules: the thresholds.
+    """
+    checks: list[Check] = []
+    for (task, split), group in frame.groupby(["task", "split"], sort=False):
+        label, condition = f"task={task}, split={split}", f'task == "{task}" and split == "{split}"'
+        psnr, brightness = len(_finite(group["psnr_db"])), len(_finite(group["lq_brightness"]))
+        margins = (rules.distribution_margin_db, rules.brightness_margin)
+        if bool(group["noise_expected_db"].notna().any()):
+            checks += _noise_checks(group, rules, label, condition)
+        elif (task, split) in references:
+            draws = references[(task, split)]
+            checks += _against(
+                "psnr_db", psnr, draws[:, 0], margins[0], "its recipe", label, condition, rules
+            )
+            checks += _against(
+                "lq_brightness",
+                brightness,
+                draws[:, 1],
+                margins[1],
+                "its recipe",
+                label,
+                condition,
+                rules,
+                False,
+            )
+        elif bool((group["degradations"] == REAL).all()) and split != "train":
+            train = frame[(frame["task"] == task) & (frame["split"] == "train")]
+            for column, margin, quantiles in (
+                ("psnr_db", margins[0], True),
+                ("lq_brightness", margins[1], False),
+            ):
+                count, reference = len(_finite(group[column])), _finite(train[column])
+                checks += _against(
+                    column, count, reference, margin, "the train split", label, condition, rules, quantiles
+                )
+    for split in dict.fromkeys(frame["split"]):
+        label, condition = f"split={split}", f'split == "{split}"'
+        for column, (low, high) in (
+            ("gt_brightness", rules.gt_brightness_range),
+            ("short_side", rules.short_side_range),
+        ):
+            ranges = [[low, high]] * len(QUANTILES)
+            checks.append(
+                _quantiles(
+                    f"{column} quantiles outside [{low:g}, {high:g}]", column, ranges, label, condition
+                )
+            )
+    return checks
