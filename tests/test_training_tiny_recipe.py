@@ -116,7 +116,9 @@ def test_configure_scheduler_is_saved_with_the_prior(tmp_path: Path) -> None:
     from unildiff.training.prior import configure_scheduler
 
     prior = build_tiny_prior(PriorConfig(), seed=0)
-    config = PriorTrainConfig(prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing")
+    config = PriorTrainConfig(
+        prediction_type="v_prediction", zero_terminal_snr=True, timestep_spacing="trailing"
+    )
     configure_scheduler(prior, config)
     save_prior(prior, tmp_path / "prior")
     scheduler_config = load_prior(tmp_path / "prior").scheduler.config
@@ -151,7 +153,8 @@ def test_stage2_on_denoised_latents_trains_only_the_decoder(tmp_path: Path) -> N
     config = Stage2Config(steps=2, batch_size=2, crop_size=32, latent_source="denoised")
     with pytest.raises(ConfigError, match="stage2.latent_source=denoised"):
         train_daem(prior, decoder, cache, config, train, tmp_path / "c0", None, make_accelerator(train), "k")
-    train_daem(prior, decoder, cache, config, train, tmp_path / "c1", None, make_accelerator(train), "k", stage1)
+    accelerator = make_accelerator(train)
+    train_daem(prior, decoder, cache, config, train, tmp_path / "c1", None, accelerator, "k", stage1)
     after = [tensor for module in (stage1.lq_encoder, stage1.daff, stage1.unet)
              for tensor in module.state_dict().values()]  # fmt: skip
     assert all(torch.equal(a, b) for a, b in zip(frozen, after, strict=True))

@@ -50,7 +50,11 @@ class DataConfig:
         if self.source not in SOURCES:
             raise ConfigError(f"unknown data.source {self.source!r} (valid: {', '.join(SOURCES)})")
         for name in (
-            "patch_size", "test_patch_size", "train_pairs_per_task", "test_pairs_per_task", "val_pairs_per_task"
+            "patch_size",
+            "test_patch_size",
+            "train_pairs_per_task",
+            "test_pairs_per_task",
+            "val_pairs_per_task",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")

@@ -1,8 +1,9 @@
 """Built-in source photos: natural images shipped inside installed packages (no download).
 
-Every photo that scikit-image's wheel bundles (colour photos, grayscale photos replicated to RGB and
-texture photos; synthetic drawings, binary masks, near-black astronomy fields and the right stereo view,
-a near-copy of the left one, are left out) and scikit-learn's ``load_sample_images`` (china, flower). See docs/data.md.
+Every photo that scikit-image's wheel bundles (colour photos, grayscale photos replicated to RGB
+and texture photos; synthetic drawings, binary masks, near-black astronomy fields and the right
+stereo view, a near-copy of the left one, are left out) and scikit-learn's ``load_sample_images``
+(china, flower). See docs/data.md.
 """
 
 from __future__ import annotations

@@ -98,7 +98,13 @@ class ValidationReport:
 
     @property
     def failed_pairs(self) -> tuple[str, ...]:
-        """The pairs the failed checks name, in order of first mention."""
+        """The pairs the failed per-pair checks name (up to ``max_examples`` each), in order of mention."""
+        pairs = (pair_id for outcome in self.failures if not outcome.group for pair_id in outcome.pair_ids)
+        return tuple(dict.fromkeys(pairs))
+
+    @property
+    def shown_pairs(self) -> tuple[str, ...]:
+        """Every pair a failure shows: the failed pairs and the extremes of failed groups."""
         return tuple(dict.fromkeys(pair_id for outcome in self.failures for pair_id in outcome.pair_ids))
 
     def metrics(self) -> dict[str, Any]:
@@ -182,7 +188,7 @@ def validate_prepared(
         outcomes=tuple(outcomes),
         envelopes=tuple(table.envelopes.values()),
     )
-    pair_ids = report.failed_pairs
+    pair_ids = report.shown_pairs
     if not pair_ids:
         return report
     thumbnails = _thumbnails(prepared_dir, rows, pair_ids, rules.thumbnail_size)

@@ -23,6 +23,7 @@ _LONG_ARGUMENTS = (
     "condition_parser",
     "ignore_row_if",
     "or_equal",
+    "allow_relative_error",
 )
 
 

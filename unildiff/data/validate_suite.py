@@ -3,7 +3,7 @@
 Every check pairs one GX expectation with a reason in words and the columns that show why a pair
 failed, so a failure reads ``gt is flat: pair_id=train-derain-00003 (gt_std_min=0.0)``.
 
-Distribution checks (GX column-aggregate expectations, a pandas ``row_condition`` per group):
+Distribution checks (GX column-aggregate expectations, a ``row_condition`` per group):
 
 - per (task, split), the mean and 10/50/90 % quantiles of ``psnr_db`` and the mean of ``lq_brightness``
   against a reference: for pure noise the analytic PSNR of the same gts (paired: the mean of
@@ -159,49 +159,69 @@ def _around(values: np.ndarray, width: float) -> list[list[float]]:
     return [[round(float(q) - width, 4), round(float(q) + width, 4)] for q in np.quantile(values, QUANTILES)]
 
 
-def _mean(reason: str, column: str, low: float, high: float, label: str, condition: str) -> Check:
+Selector = tuple[str, Any]  # (pandas query, the same condition as a GX row condition)
+
+
+def _selector(**equalities: str) -> Selector:
+    """Rows whose columns equal the given values, as a pandas query and as a GX row condition."""
+    from great_expectations.expectations.row_conditions import Column
+
+    query = " and ".join(f'{name} == "{value}"' for name, value in equalities.items())
+    conditions = [Column(name) == value for name, value in equalities.items()]
+    condition = conditions[0]
+    for other in conditions[1:]:
+        condition = condition & other
+    return query, condition
+
+
+def _mean(reason: str, column: str, low: float, high: float, label: str, selector: Selector) -> Check:
     import great_expectations as gx
 
     expectation = gx.expectations.ExpectColumnMeanToBeBetween(
-        column=column, min_value=round(low, 4), max_value=round(high, 4),
-        row_condition=condition, condition_parser="pandas",
-    )  # fmt: skip
-    return Check(reason, expectation, (column,), label, condition, column)
+        column=column, min_value=round(low, 4), max_value=round(high, 4), row_condition=selector[1]
+    )
+    return Check(reason, expectation, (column,), label, selector[0], column)
 
 
-def _quantiles(reason: str, column: str, ranges: list[list[float]], label: str, condition: str) -> Check:
+def _quantiles(reason: str, column: str, ranges: list[list[float]], label: str, selector: Selector) -> Check:
     import great_expectations as gx
 
+    # allow_relative_error="linear": pandas interpolates linearly, as numpy.quantile does for the reference
     expectation = gx.expectations.ExpectColumnQuantileValuesToBeBetween(
         column=column, quantile_ranges={"quantiles": list(QUANTILES), "value_ranges": ranges},
-        row_condition=condition, condition_parser="pandas",
+        allow_relative_error="linear", row_condition=selector[1],
     )  # fmt: skip
-    return Check(reason, expectation, (column,), label, condition, column)
+    return Check(reason, expectation, (column,), label, selector[0], column)
 
 
 def _against(
-    column: str, observed: int, reference: np.ndarray, margin: float, source: str, label: str, condition: str,
-    rules: ContentRules, with_quantiles: bool = True,
+    column: str, observed: int, reference: np.ndarray, margin: float, source: str,
+    group: tuple[str, Selector], rules: ContentRules, with_quantiles: bool = True,
 ) -> list[Check]:  # fmt: skip
-    """Mean (and quantiles) of ``column`` within the bounds of an independent reference sample."""
+    """Mean (and quantiles) of ``column`` within the bounds of an independent reference sample.
+
+    Args:
+        column: the checked column.
+        observed: how many finite values the group has.
+        reference: the reference sample.
+        margin: added to every bound (in the column's unit).
+        source: the reference, in words ("its recipe", "the train split").
+        group: the group's label and selector.
+        rules: the thresholds.
+        with_quantiles: also check the 10/50/90 % quantiles.
+    """
     if observed == 0 or len(reference) == 0:
         return []
     scale = rules.distribution_z * _spread(reference) * math.sqrt(1.0 / observed + 1.0 / len(reference))
-    centre, width = float(reference.mean()), margin + scale
-    checks = [
-        _mean(
-            f"mean {column} drifted from {source}", column, centre - width, centre + width, label, condition
-        )
-    ]
+    low, high = float(reference.mean()) - margin - scale, float(reference.mean()) + margin + scale
+    checks = [_mean(f"mean {column} drifted from {source}", column, low, high, *group)]
     if with_quantiles:
         ranges = _around(reference, margin + _QUANTILE_FACTOR * scale)
-        checks.append(
-            _quantiles(f"{column} quantiles drifted from {source}", column, ranges, label, condition)
-        )
+        checks.append(_quantiles(f"{column} quantiles drifted from {source}", column, ranges, *group))
     return checks
 
 
-def _noise_checks(group: pd.DataFrame, rules: ContentRules, label: str, condition: str) -> list[Check]:
+def _noise_checks(group: pd.DataFrame, rules: ContentRules, label: str, selector: Selector) -> list[Check]:
     """Pure noise: PSNR paired with its analytic value on the same gt (only the noise sample scatters)."""
     expected = _finite(group["noise_expected_db"])
     if len(expected) == 0:
@@ -212,8 +232,8 @@ def _noise_checks(group: pd.DataFrame, rules: ContentRules, label: str, conditio
     reason = "mean psnr_db drifted from its recipe (psnr_excess_db = psnr_db - analytic PSNR)"
     ranges = _around(expected, rules.distribution_margin_db + rules.distribution_z * residual)
     return [
-        _mean(reason, "psnr_excess_db", -width, width, label, condition),
-        _quantiles("psnr_db quantiles drifted from its recipe", "psnr_db", ranges, label, condition),
+        _mean(reason, "psnr_excess_db", -width, width, label, selector),
+        _quantiles("psnr_db quantiles drifted from its recipe", "psnr_db", ranges, label, selector),
     ]
 
 
@@ -228,48 +248,32 @@ def distribution_checks(
         rules: the thresholds.
     """
     checks: list[Check] = []
-    for (task, split), group in frame.groupby(["task", "split"], sort=False):
-        label, condition = f"task={task}, split={split}", f'task == "{task}" and split == "{split}"'
-        psnr, brightness = len(_finite(group["psnr_db"])), len(_finite(group["lq_brightness"]))
-        margins = (rules.distribution_margin_db, rules.brightness_margin)
-        if bool(group["noise_expected_db"].notna().any()):
-            checks += _noise_checks(group, rules, label, condition)
+    psnr_margin, brightness_margin = rules.distribution_margin_db, rules.brightness_margin
+    for (task, split), members in frame.groupby(["task", "split"], sort=False):
+        group = (f"task={task}, split={split}", _selector(task=str(task), split=str(split)))
+        psnr, brightness = len(_finite(members["psnr_db"])), len(_finite(members["lq_brightness"]))
+        if bool(members["noise_expected_db"].notna().any()):
+            checks += _noise_checks(members, rules, *group)
         elif (task, split) in references:
             draws = references[(task, split)]
+            checks += _against("psnr_db", psnr, draws[:, 0], psnr_margin, "its recipe", group, rules)
             checks += _against(
-                "psnr_db", psnr, draws[:, 0], margins[0], "its recipe", label, condition, rules
+                "lq_brightness", brightness, draws[:, 1], brightness_margin, "its recipe", group, rules, False
             )
-            checks += _against(
-                "lq_brightness",
-                brightness,
-                draws[:, 1],
-                margins[1],
-                "its recipe",
-                label,
-                condition,
-                rules,
-                False,
-            )
-        elif bool((group["degradations"] == REAL).all()) and split != "train":
+        elif bool((members["degradations"] == REAL).all()) and split != "train":
             train = frame[(frame["task"] == task) & (frame["split"] == "train")]
-            for column, margin, quantiles in (
-                ("psnr_db", margins[0], True),
-                ("lq_brightness", margins[1], False),
-            ):
-                count, reference = len(_finite(group[column])), _finite(train[column])
-                checks += _against(
-                    column, count, reference, margin, "the train split", label, condition, rules, quantiles
-                )
+            source = "the train split"
+            checks += _against("psnr_db", psnr, _finite(train["psnr_db"]), psnr_margin, source, group, rules)
+            reference = _finite(train["lq_brightness"])
+            checks += _against(
+                "lq_brightness", brightness, reference, brightness_margin, source, group, rules, False
+            )
     for split in dict.fromkeys(frame["split"]):
-        label, condition = f"split={split}", f'split == "{split}"'
+        label, selector = f"split={split}", _selector(split=str(split))
         for column, (low, high) in (
             ("gt_brightness", rules.gt_brightness_range),
             ("short_side", rules.short_side_range),
         ):
-            ranges = [[low, high]] * len(QUANTILES)
-            checks.append(
-                _quantiles(
-                    f"{column} quantiles outside [{low:g}, {high:g}]", column, ranges, label, condition
-                )
-            )
+            reason = f"{column} quantiles outside [{low:g}, {high:g}]"
+            checks.append(_quantiles(reason, column, [[low, high]] * len(QUANTILES), label, selector))
     return checks

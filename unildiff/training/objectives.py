@@ -209,7 +209,8 @@ class OneStepLatents(torch.nn.Module):
 
     def __init__(self, denoiser: torch.nn.Module, lq_encoder: torch.nn.Module, scheduler, prompts) -> None:
         super().__init__()
-        self.denoiser, self.lq_encoder, self.scheduler, self.prompts = denoiser, lq_encoder, scheduler, prompts
+        self.denoiser, self.lq_encoder = denoiser, lq_encoder
+        self.scheduler, self.prompts = scheduler, prompts
 
     @torch.no_grad()
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> torch.Tensor:

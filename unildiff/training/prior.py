@@ -74,7 +74,11 @@ def train_tiny_prior(
     table = PromptTable.from_prior(prior, pairs.prompts)
     prior.unet.requires_grad_(True).train()
     objective = PriorDenoisingObjective(
-        prior.unet, noise_schedule(prior.scheduler), table, train_config.prompt_dropout, train_config.crop_size
+        prior.unet,
+        noise_schedule(prior.scheduler),
+        table,
+        train_config.prompt_dropout,
+        train_config.crop_size,
     )
     unet_run = TrainingRun(
         stage="prior_unet",
