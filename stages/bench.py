@@ -1,7 +1,7 @@
 """DVC stage ``bench``: time torch / ONNX Runtime (/ TensorRT), one process each → reports/bench.json.
 
-Besides the ``bench`` sizes it times the photo row: one 1 MP photo restored with the ``sampling``
-params as they are (automatic tiling included), in seconds per megapixel.
+Besides the ``bench`` sizes it times the photo row (``bench.photo_*``, 1 MP by default): one photo
+restored with the ``sampling`` params as they are (automatic tiling included), in seconds per megapixel.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ def main() -> None:
     config = load_section("bench", BenchConfig)
     sampling = load_section("sampling", SamplingConfig)
     model_dirs = ModelDirs(prior=PRIOR_DIR, stage1=STAGE1_DIR, stage2=STAGE2_DIR)
+    photo = None
+    if config.photo_width:
+        photo = PhotoBench(config.photo_width, config.photo_height, config.photo_repeats)
     report = run_bench_isolated(
-        model_dirs, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR, photo=PhotoBench()
+        model_dirs, config, sampling, onnx_dir=ONNX_DIR, engine_dir=ENGINE_DIR, photo=photo
     )
     write_bench(report, REPORT_PATH)
 

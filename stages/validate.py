@@ -6,8 +6,9 @@ import time
 from pathlib import Path
 
 from stages import run_stage
-from unildiff.data.config import DataConfig, ValidateConfig
+from unildiff.data.config import DataConfig
 from unildiff.data.validate import validate_prepared, write_reports
+from unildiff.data.validate_config import ValidateConfig
 from unildiff.params import load_section, read_params
 
 PREPARED_DIR = Path("data/prepared")

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("prepare", "validate")
-SMOKE_DATA = {"patch_size": 32, "test_patch_size": 48, "train_pairs_per_task": 3, "test_pairs_per_task": 2,
-              "source_short_side": 64}  # fmt: skip
+SMOKE_DATA = {"patch_size": 32, "test_patch_size": 48, "train_pairs_per_task": 3, "val_pairs_per_task": 2,
+              "test_pairs_per_task": 2, "source_short_side": 64}  # fmt: skip
 
 
 def _run(command: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -53,7 +53,7 @@ def test_dvc_repro_validate_runs_both_stages(repo: Path) -> None:
     output = _run(["dvc", "repro", "validate"], repo).stdout
     assert "Running stage 'prepare'" in output and "Running stage 'validate'" in output
     report = json.loads((repo / "reports/validation.json").read_text())
-    assert report["success"] is True and report["pairs"] == 5 * 3 + 5 * 2
+    assert report["success"] is True and report["pairs"] == 5 * 3 + 5 * 2 + 5 * 2
     assert (repo / "reports/validation.html").is_file()
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == set(DATA_STAGES)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from unildiff.data.config import DataConfig, ValidateConfig
+from unildiff.data.config import DataConfig
 from unildiff.data.dataset import PairedImageDataset
 from unildiff.data.manifest import SPLITS, read_manifest
 from unildiff.data.prepare import prepare_dataset
 from unildiff.data.validate import validate_prepared, write_reports
+from unildiff.data.validate_config import ValidateConfig
 from unildiff.errors import DataError
 
 TINY = DataConfig(

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from unildiff.data.config import DataConfig, ValidateConfig
+from unildiff.data.config import DataConfig
 from unildiff.data.imageio import to_uint8
 from unildiff.data.manifest import read_manifest
 from unildiff.data.prepare import prepare_dataset
 from unildiff.data.sources import load_builtin_photos
 from unildiff.data.validate import validate_prepared, write_reports
-from unildiff.data.validate_config import ContentRules
+from unildiff.data.validate_config import ContentRules, ValidateConfig
 from unildiff.data.validate_features import luminance_map, structure
 from unildiff.errors import DataError
 

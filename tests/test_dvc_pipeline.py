@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.smoke_repo import REPO_ROOT, make_smoke_repo, run
+from tests.smoke_repo import REPO_ROOT, run
 
 pytestmark = pytest.mark.slow
 
@@ -20,19 +18,9 @@ def _declared_stages() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the repository on which ``dvc repro`` has run with the smoke params.
-
-    With ``UNILDIFF_SMOKE_DIR`` set (as ``.ci/run`` does) the copy is kept there so the metric gate can
-    read its ``reports/metrics.json`` afterwards.
-    """
-    kept = os.environ.get("UNILDIFF_SMOKE_DIR")
-    repo = Path(kept).resolve() if kept else tmp_path_factory.mktemp("smoke") / "repo"
-    if repo.exists():
-        shutil.rmtree(repo)
-    make_smoke_repo(repo)
-    run(["dvc", "repro"], repo)
-    return repo
+def smoke_repo(smoke_pipeline: Path) -> Path:
+    """The session's smoke run (``tests/conftest.py``); these tests only read it."""
+    return smoke_pipeline
 
 
 def test_every_stage_ran_and_is_up_to_date(smoke_repo: Path) -> None:

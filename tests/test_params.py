@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tests.smoke_repo import REPO_ROOT
-from unildiff.data.config import DataConfig, ValidateConfig
+from unildiff.data.config import DataConfig
+from unildiff.data.validate_config import ValidateConfig
 from unildiff.errors import ConfigError
 from unildiff.evaluation.evaluate import EvaluateConfig
 from unildiff.export.config import BenchConfig, ExportConfig, TensorRTConfig

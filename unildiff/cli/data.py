@@ -53,8 +53,8 @@ def validate(
     reports: Annotated[Path, typer.Option(help="folder for validation.json and .html")] = REPORTS_DIR,
 ) -> None:
     """Check a prepared dir with the Great Expectations suite; exit 1 naming the failing expectation."""
-    from unildiff.data.config import ValidateConfig
     from unildiff.data.validate import validate_prepared, write_reports
+    from unildiff.data.validate_config import ValidateConfig
 
     with reported_errors():
         report = validate_prepared(prepared, setting, ValidateConfig(min_pairs_per_task=min_pairs_per_task))

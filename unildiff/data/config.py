@@ -1,11 +1,10 @@
-"""Typed configs of the data area, built by the stages from params.yaml's ``data`` and ``validate``."""
+"""Typed config of the ``prepare`` stage, built by the stage from params.yaml's ``data``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from unildiff.data.validate_config import ContentRules
 from unildiff.errors import ConfigError
 
 SOURCES = ("builtin", "folder")
@@ -70,18 +69,3 @@ class DataConfig:
                 f"data.source_short_side ({self.source_short_side}) must be 0 or >= the patch sizes "
                 f"({self.patch_size}, {self.test_patch_size})"
             )
-
-
-@dataclass(frozen=True)
-class ValidateConfig:
-    """Settings of the ``validate`` stage.
-
-    Attributes:
-        min_pairs_per_task: each task of the setting needs at least this many pairs in each split.
-        max_examples: offending rows quoted per failing expectation.
-        content: thresholds of the content and distribution checks (``validate.content``).
-    """
-
-    min_pairs_per_task: int = 2
-    max_examples: int = 5
-    content: ContentRules = field(default_factory=ContentRules)

@@ -23,10 +23,9 @@ from typing import Any
 
 import pandas as pd
 
-from unildiff.data.config import ValidateConfig
 from unildiff.data.manifest import SPLITS, ManifestRow, read_manifest
 from unildiff.data.settings import get_setting
-from unildiff.data.validate_config import ContentRules
+from unildiff.data.validate_config import ContentRules, ValidateConfig
 from unildiff.data.validate_content import ContentTable, content_table, decode
 from unildiff.data.validate_duplicates import same_picture_columns
 from unildiff.data.validate_features import thumbnail_png_base64

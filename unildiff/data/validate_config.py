@@ -1,13 +1,13 @@
 """Typed settings of the content checks of ``validate``, built by the stage from ``validate.content``.
 
-The structural settings (``min_pairs_per_task``, ``max_examples``) stay in
-:class:`unildiff.data.config.ValidateConfig`. Every threshold here is documented in ``docs/data.md``
-(section "Content checks") with the statistic of the built-in data it was measured against.
+:class:`ValidateConfig` adds the structural settings (``min_pairs_per_task``, ``max_examples``). Every
+threshold here is documented in ``docs/data.md`` (section "Content checks") with the statistic of the
+built-in data it was measured against.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from unildiff.errors import ConfigError
 
@@ -68,7 +68,7 @@ class ContentRules:
     duplicate_max_hamming: int = 6
     duplicate_max_thumbnail_difference: float = 0.02
     duplicate_min_contrast: float = 0.01
-    distribution_reference_draws: int = 32
+    distribution_reference_draws: int = 16
     distribution_z: float = 4.0
     distribution_margin_db: float = 0.25
     brightness_margin: float = 0.05
@@ -100,3 +100,18 @@ class ContentRules:
             low, high = getattr(self, name)
             if not low < high:
                 raise ConfigError(f"validate.content.{name} must be [low, high] with low < high")
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Settings of the ``validate`` stage.
+
+    Attributes:
+        min_pairs_per_task: each task of the setting needs at least this many pairs in each split.
+        max_examples: offending rows quoted per failing expectation.
+        content: thresholds of the content and distribution checks (``validate.content``).
+    """
+
+    min_pairs_per_task: int = 2
+    max_examples: int = 5
+    content: ContentRules = field(default_factory=ContentRules)

@@ -186,6 +186,10 @@ class BenchConfig:
         onnxruntime: ONNX Runtime session options.
         rounds: fresh processes per backend, alternating backends round by round; each row reports
             its median round (process isolation only: ``run_bench_isolated``).
+        photo_width: width of the photo row (one restoration with the ``sampling`` settings as they
+            are, automatic tiling included, in seconds per megapixel); 0 leaves the row out.
+        photo_height: height of the photo row.
+        photo_repeats: timed restorations of the photo (the median is reported).
     """
 
     sizes: tuple[int, ...] = (64,)
@@ -197,8 +201,16 @@ class BenchConfig:
     dtype: str = "fp32"
     onnxruntime: OnnxRuntimeConfig = field(default_factory=OnnxRuntimeConfig)
     rounds: int = 1
+    photo_width: int = 1155
+    photo_height: int = 866
+    photo_repeats: int = 1
 
     def __post_init__(self) -> None:
+        if self.photo_width and (self.photo_width < 16 or self.photo_height < 16 or self.photo_repeats < 1):
+            raise ConfigError(
+                "bench.photo_width and bench.photo_height must be >= 16 (photo_width 0 = no photo row) and "
+                f"bench.photo_repeats >= 1, got {self.photo_width}x{self.photo_height}, {self.photo_repeats}"
+            )
         if self.rounds < 1:
             raise ConfigError(f"bench.rounds must be >= 1, got {self.rounds}")
         if not self.sizes or any(size < 16 or size % LATENT_FACTOR for size in self.sizes):

@@ -77,9 +77,7 @@ def train_daem(
         for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
             module.requires_grad_(False).eval()
         table = PromptTable.from_prior(prior, cache.pairs.prompts)
-        latents = OneStepLatents(
-            stage1.denoiser(), stage1.lq_encoder, noise_schedule(prior.scheduler), table
-        )
+        latents = OneStepLatents(stage1.denoiser(), stage1.lq_encoder, noise_schedule(prior.scheduler), table)
         batches = LatentBatches(cache, table)
     else:
         batches = LatentBatches(cache, None)
