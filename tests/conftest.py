@@ -15,8 +15,41 @@ from tests.smoke_repo import make_smoke_repo, run
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 
+SMOKE_MODULES = frozenset({"test_dvc_pipeline.py", "test_dvc_exp_run.py", "test_dvc_exp_sdxl.py"})
+"""The test modules that read the session's smoke run (:func:`smoke_pipeline`); one worker runs them all."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With pytest-xdist's default ``--dist load``: one work unit for the smoke modules, one per other test.
+
+    The smoke ``dvc repro`` is a session fixture, i.e. one per worker; sending every test that reads it to
+    one worker runs it once. xdist's own ``--dist loadgroup`` cannot do this under pytest 9 (it renames
+    node ids through an attribute pytest no longer reads), so the grouping is done here, by module name.
+    The scheduler hands the largest unit out first, so the smoke unit starts at once on one worker while
+    the other takes the rest.
+    """
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SmokeGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return "smoke_pipeline" if module in SMOKE_MODULES else nodeid
+
+    return SmokeGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``gpu`` tests without CUDA and ``tensorrt`` tests without TensorRT, saying why."""
+    """Skip ``gpu`` tests without CUDA and ``tensorrt`` tests without TensorRT, saying why.
+
+    A test that reads :func:`smoke_pipeline` outside :data:`SMOKE_MODULES` is refused: under xdist it
+    would start a second smoke run on another worker, in the same ``UNILDIFF_SMOKE_DIR``.
+    """
+    for item in items:
+        if "smoke_pipeline" in getattr(item, "fixturenames", ()) and item.path.name not in SMOKE_MODULES:
+            raise pytest.UsageError(f"{item.nodeid} uses smoke_pipeline: add its module to SMOKE_MODULES")
     has_cuda = torch.cuda.is_available()
     has_tensorrt = importlib.util.find_spec("tensorrt") is not None
     for item in items:

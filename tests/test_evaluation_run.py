@@ -94,3 +94,36 @@ def test_cli_restore_missing_weights_names_the_stage(tmp_path):
         ],
     )
     assert result.exit_code == 1 and "dvc repro train_joint" in result.output
+
+
+def test_cli_evaluate_samples_with_the_recorded_settings_unless_a_flag_overrides(tmp_path):
+    from unildiff.models.bundle import build_model
+    from unildiff.models.prior import build_tiny_prior, save_prior
+    from unildiff.restore import write_sampling_record
+
+    model = build_model(build_tiny_prior(PriorConfig(), seed=0), DAFFConfig(), DAEMConfig())
+    save_prior(model.prior, tmp_path / "prior")
+    for name in ("lq_encoder", "daff", "unet"):
+        getattr(model, name).save_pretrained(tmp_path / "stage1b" / name)
+    model.decoder.save_pretrained(tmp_path / "stage2" / "decoder")
+    record = write_sampling_record(
+        SamplingConfig(steps=1, cfg=1.0, start="noise", seed=3), tmp_path / "sampling.json"
+    )
+    arguments = [
+        "evaluate",
+        "--prepared", str(_prepared(tmp_path / "prepared")),
+        "--reports", str(tmp_path / "reports"),
+        "--metric", "psnr",
+        "--max-images", "1",
+        "--prior", str(tmp_path / "prior"),
+        "--stage1", str(tmp_path / "stage1b"),
+        "--stage2", str(tmp_path / "stage2"),
+        "--sampling-record", str(record),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, [*arguments, "--seed", "5"])
+    assert result.exit_code == 0, result.output
+    assert "steps=1," in result.output and "cfg=1.0," in result.output and "start=noise," in result.output
+    assert "seed=5 (flag)" in result.output
+    result = CliRunner().invoke(app, [*arguments[:-1], str(tmp_path / "no_record.json")])
+    assert result.exit_code == 1 and "no_record.json" in result.output
+    assert "dvc repro evaluate" in result.output

@@ -168,3 +168,27 @@ def test_missing_artifacts_and_bad_params_are_named(model, tmp_path):
         DAEMDecoder.from_vae(model.prior.vae, DAEMConfig(window=3, up_blocks=(0,)))
     with pytest.raises(ConfigError, match="daff.width"):
         DAFFConfig(width=24, num_heads=4).validate()
+
+
+def test_eval_runs_only_the_selected_experts_with_the_dense_result():
+    """Per-image routing in eval: each expert runs only on the images that selected it, and the mixture
+    equals the dense sum that training and exported graphs compute."""
+    from unildiff.models.daem import DAEMBlock
+
+    torch.manual_seed(0)
+    block = DAEMBlock(channels=8, skip_channels=4, num_experts=3, top_k=1, window=0).eval()
+    for parameter in block.parameters():  # zero-initialised scales would hide the experts
+        parameter.data.normal_(0, 0.3)
+    x, skip = torch.randn(6, 8, 12, 12), torch.randn(6, 4, 12, 12)
+    images_per_call = []
+    for expert in block.experts:
+        expert.register_forward_hook(lambda module, inputs, output: images_per_call.append(len(inputs[0])))
+    with torch.no_grad():
+        _, _, _, selected = block(x, skip)
+        assert sum(images_per_call) == len(x)  # top-1: every image ran exactly one expert
+        assert len(set(selected.argmax(1).tolist())) > 1  # and the images chose different experts
+        fused = block.fuse(torch.cat([x, skip], dim=1))
+        probabilities = block.router(block._router_tokens(fused)).softmax(dim=1)
+        gates = probabilities * (probabilities >= probabilities.amax(1, keepdim=True))
+        dense = sum(gates[:, index : index + 1] * expert(fused) for index, expert in enumerate(block.experts))
+        assert torch.allclose(block._mixture(fused, gates), dense, atol=1e-6, rtol=0)

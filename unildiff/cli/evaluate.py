@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from unildiff.cli._errors import reported_errors
-from unildiff.cli.restore import DEFAULT_PRIOR, DEFAULT_STAGE1, DEFAULT_STAGE2
+from unildiff.cli.restore import (
+    DEFAULT_PRIOR,
+    DEFAULT_SAMPLING_RECORD,
+    DEFAULT_STAGE1,
+    DEFAULT_STAGE2,
+    RECORDED,
+)
 
 PriorOption = Annotated[Path, typer.Option(help="Prior folder.")]
 Stage1Option = Annotated[Path, typer.Option(help="Stage-1 weights.")]
@@ -33,9 +39,14 @@ def register(app: typer.Typer) -> None:
         metric: Annotated[list[str] | None, typer.Option(help="Metric (repeatable); default: all.")] = None,
         y_channel: Annotated[bool, typer.Option(help="PSNR/SSIM on the Y channel.")] = False,
         max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
-        steps: Annotated[int, typer.Option(help="Denoising steps.")] = 20,
-        cfg: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 5.0,
-        seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+        steps: Annotated[int | None, typer.Option(help=f"Denoising steps ({RECORDED}).")] = None,
+        cfg: Annotated[
+            float | None, typer.Option(help=f"Classifier-free guidance scale ({RECORDED}).")
+        ] = None,
+        seed: Annotated[int | None, typer.Option(help=f"Seed ({RECORDED}).")] = None,
+        sampling_record: Annotated[
+            Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
+        ] = DEFAULT_SAMPLING_RECORD,
         prior: PriorOption = DEFAULT_PRIOR,
         stage1: Stage1Option = DEFAULT_STAGE1,
         stage2: Stage2Option = DEFAULT_STAGE2,
@@ -44,14 +55,17 @@ def register(app: typer.Typer) -> None:
         with reported_errors():
             from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
             from unildiff.evaluation.reports import write_reports
-            from unildiff.pipeline import SamplingConfig
+            from unildiff.models.bundle import load_trained_model, require_trained_model
+            from unildiff.restore import describe_sampling, effective_sampling, read_sampling_record
 
             config = EvaluateConfig(
                 max_images=max_images, y_channel=y_channel, **({"metrics": tuple(metric)} if metric else {})
             )
-            sampling = SamplingConfig(steps=steps, cfg=cfg, seed=seed)
-            from unildiff.models.bundle import load_trained_model
-
+            require_trained_model(prior, stage1, stage2)  # the most upstream missing artifact first
+            flags = {"steps": steps, "cfg": cfg, "seed": seed}
+            sampling = effective_sampling(read_sampling_record(sampling_record), flags)
+            overridden = [name for name, value in flags.items() if value is not None]
+            typer.echo(f"{describe_sampling(sampling, overridden)} (from {sampling_record})")
             model = load_trained_model(prior, stage1, stage2)
             payload = write_reports(evaluate_model(model, prepared, sampling, config), reports)
             typer.echo(f"wrote {reports / 'metrics.json'}: restored {payload.get('restored', {}).get('avg')}")

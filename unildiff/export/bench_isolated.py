@@ -139,7 +139,8 @@ def run_bench_isolated(
         sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
         onnx_dir: ``export/onnx`` for the onnxruntime backend.
         engine_dir: ``export/engines`` for the tensorrt backend.
-        photo: the photo row (seconds per megapixel) of each backend's process; ``None`` leaves it out.
+        photo: the photo row (seconds per megapixel), timed in each backend's first-round process only;
+            ``None`` leaves it out.
 
     Raises:
         MissingArtifactError: a weight folder is missing (names the stage to run).
@@ -161,8 +162,10 @@ def run_bench_isolated(
                     continue
                 report_path = Path(folder) / f"{backend}_{round_index}.json"
                 one_backend = dataclasses.replace(config, backends=(backend,), rounds=1)
+                # The photo row (about a minute per backend at 1 MP on 2 cores) is timed in round 1 only.
+                round_photo = photo if round_index == 0 else None
                 request = _request(
-                    model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path, photo
+                    model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path, round_photo
                 )
                 completed = subprocess.run(
                     [sys.executable, "-m", WORKER_MODULE],

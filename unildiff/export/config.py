@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 
 from unildiff.errors import ConfigError
 
-LATENT_FACTOR = 8
-"""Pixel-to-latent down-sampling of the (tiny and SDXL) VAE."""
+SIZE_MULTIPLE = 8
+"""Image sides the export and bench checks use are multiples of this: the ``tiny`` graphs' pixel multiple
+(4× VAE down-sampling × 2 for the UNet's one down-sampler), and SDXL's VAE factor."""
 
 
 class Precision(str, enum.Enum):
@@ -71,9 +72,9 @@ class ExportConfig:
             raise ConfigError(f"export.parity_images must be >= 1, got {self.parity_images}")
         if self.parity_steps < 1:
             raise ConfigError(f"export.parity_steps must be >= 1, got {self.parity_steps}")
-        if self.dynamic_check_size < LATENT_FACTOR * 2 or self.dynamic_check_size % LATENT_FACTOR:
+        if self.dynamic_check_size < SIZE_MULTIPLE * 2 or self.dynamic_check_size % SIZE_MULTIPLE:
             raise ConfigError(
-                f"export.dynamic_check_size must be a multiple of {LATENT_FACTOR} and >= 16, "
+                f"export.dynamic_check_size must be a multiple of {SIZE_MULTIPLE} and >= 16, "
                 f"got {self.dynamic_check_size}"
             )
 
@@ -126,7 +127,7 @@ class TensorRTProfileConfig:
     def __post_init__(self) -> None:
         sizes = (self.min_image_size, self.opt_image_size, self.max_image_size)
         for name, size in zip(("min_image_size", "opt_image_size", "max_image_size"), sizes, strict=True):
-            if size < LATENT_FACTOR or size % LATENT_FACTOR:
+            if size < SIZE_MULTIPLE or size % SIZE_MULTIPLE:
                 raise ConfigError(f"tensorrt.profile.{name} must be a positive multiple of 8, got {size}")
         if not sizes[0] <= sizes[1] <= sizes[2]:
             raise ConfigError(
@@ -213,7 +214,7 @@ class BenchConfig:
             )
         if self.rounds < 1:
             raise ConfigError(f"bench.rounds must be >= 1, got {self.rounds}")
-        if not self.sizes or any(size < 16 or size % LATENT_FACTOR for size in self.sizes):
+        if not self.sizes or any(size < 16 or size % SIZE_MULTIPLE for size in self.sizes):
             raise ConfigError(f"bench.sizes must be multiples of 8 and >= 16, got {list(self.sizes)}")
         if not self.steps or any(step < 1 for step in self.steps):
             raise ConfigError(f"bench.steps must be positive integers, got {list(self.steps)}")

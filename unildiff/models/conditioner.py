@@ -27,32 +27,8 @@ class LQConditioner(nn.Module):
         self.vae = vae
 
     def encode_with_skips(self, image: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """The VAE encoder's scaled latent ``mode() * scaling_factor`` and its skip features.
-
-        Args:
-            image: [-1, 1], (B, 3, H, W).
-
-        Returns:
-            latent (B, 4, H/8, W/8) and the skips, one per encoder level.
-        """
-        encoder = self.vae.encoder
-        hidden = encoder.conv_in(image)
-        skips = []
-        for down_block in encoder.down_blocks:
-            for resnet in down_block.resnets:
-                hidden = resnet(hidden, temb=None)
-            skips.append(hidden)
-            if down_block.downsamplers is not None:
-                for downsampler in down_block.downsamplers:
-                    hidden = downsampler(hidden)
-        hidden = encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(encoder.mid_block(hidden))))
-        if self.vae.quant_conv is not None:
-            hidden = self.vae.quant_conv(hidden)
-        mean = hidden[:, : self.vae.config.latent_channels]  # the mode of the diagonal Gaussian
-        config = self.vae.config
-        if config.get("shift_factor", None) is not None:
-            mean = mean - config.shift_factor
-        return mean * config.scaling_factor, tuple(skips)
+        """:func:`encode_with_skips` with this conditioner's frozen VAE."""
+        return encode_with_skips(self.vae, image)
 
     def forward(self, lq: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Condition on an LQ image.
@@ -65,3 +41,36 @@ class LQConditioner(nn.Module):
         """
         lq_latent, skips = self.encode_with_skips(lq)
         return (self.lq_encoder(lq), lq_latent, *skips)
+
+
+def encode_with_skips(
+    vae: AutoencoderKL, image: torch.Tensor
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The VAE encoder's scaled latent ``mode() * scaling_factor`` and its skip features, in one pass.
+
+    Args:
+        vae: The prior's frozen VAE.
+        image: [-1, 1], (B, 3, H, W).
+
+    Returns:
+        latent (B, latent_channels, H/f, W/f), f the VAE's factor, and the skips, one per encoder level:
+        down block j's output before its down-sampler, (B, block_out_channels[j], H/2^j, W/2^j).
+    """
+    encoder = vae.encoder
+    hidden = encoder.conv_in(image)
+    skips = []
+    for down_block in encoder.down_blocks:
+        for resnet in down_block.resnets:
+            hidden = resnet(hidden, temb=None)
+        skips.append(hidden)
+        if down_block.downsamplers is not None:
+            for downsampler in down_block.downsamplers:
+                hidden = downsampler(hidden)
+    hidden = encoder.conv_out(encoder.conv_act(encoder.conv_norm_out(encoder.mid_block(hidden))))
+    if vae.quant_conv is not None:
+        hidden = vae.quant_conv(hidden)
+    mean = hidden[:, : vae.config.latent_channels]  # the mode of the diagonal Gaussian
+    config = vae.config
+    if config.get("shift_factor", None) is not None:
+        mean = mean - config.shift_factor
+    return mean * config.scaling_factor, tuple(skips)

@@ -9,8 +9,9 @@ One block::
     y = Σ_i g_i · E_i(fused) ⊗ S(fused) (eq. 8); E_i NAFBlocks, S Restormer transposed attention
     out = x + α ⊙ y, α (1, C, 1, 1) zero-initialised → at initialisation the block is the identity
 
-All experts are evaluated densely and weighted by the (mostly zero) gates, so the graph has no
-data-dependent indexing and exports to ONNX.
+In training and in exported graphs all experts are evaluated densely and weighted by the (mostly
+zero) gates, so the graph has no data-dependent indexing and exports to ONNX. Eager evaluation with
+per-image routing runs only the selected experts (:meth:`DAEMBlock._mixture`, same sum).
 """
 
 from __future__ import annotations
@@ -152,6 +153,30 @@ class DAEMBlock(nn.Module):
             return fused.mean(dim=(2, 3), keepdim=True)
         return F.avg_pool2d(fused, self.window, stride=self.window, ceil_mode=True)
 
+    def _mixture(self, fused: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """Σ_i g_i · E_i(fused) (eq. 8), (B, C, h, w); ``gates`` (B, E, 1, 1) or (B, E, h, w).
+
+        Dense (every expert on every image) in training, with spatial routing, and while exporting, so
+        that graphs have no data-dependent indexing. In eager evaluation with per-image routing (window
+        0) each expert runs only on the images whose gate selected it: the other terms are exact zeros,
+        so the sum is the same, at top_k / E of the experts' cost.
+        """
+        exporting = torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+        if self.training or self.window > 0 or exporting or torch.compiler.is_compiling():
+            return sum(
+                gates[:, index : index + 1] * expert(fused) for index, expert in enumerate(self.experts)
+            )
+        per_image = gates.flatten(1)  # (B, E): window 0 routes each image as one token
+        mixture = torch.zeros_like(fused)
+        for index, expert in enumerate(self.experts):
+            images = per_image[:, index].nonzero().flatten()
+            if len(images) == len(fused):
+                mixture = mixture + gates[:, index : index + 1] * expert(fused)
+            elif len(images):
+                weights = per_image[images, index].view(-1, 1, 1, 1)
+                mixture = mixture.index_add(0, images, weights * expert(fused[images]))
+        return mixture
+
     def forward(
         self, x: torch.Tensor, skip: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -181,9 +206,7 @@ class DAEMBlock(nn.Module):
             gates = F.interpolate(gates, scale_factor=self.window, mode="nearest")[
                 :, :, : x.shape[2], : x.shape[3]
             ]
-        mixture = sum(
-            gates[:, index : index + 1] * expert(fused) for index, expert in enumerate(self.experts)
-        )
+        mixture = self._mixture(fused, gates)
         refined = mixture * self.shared(fused)  # eq. 8
         out = x + self.scale * refined
 

@@ -8,8 +8,6 @@ and ``unet.state_dict()``/``unet.save_pretrained`` hold no DAFF weight.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from diffusers import UNet2DConditionModel
 from torch import nn
@@ -75,13 +73,3 @@ class UniLDiffDenoiser(nn.Module):
             )[0]
         finally:
             self._conditioning = None
-
-
-def latent_multiple(unet: UNet2DConditionModel, daff: DAFF) -> int:
-    """The multiple that latent height and width must be (UNet down-sampling and DAFF patches).
-
-    Multiply by the VAE's factor (8) for the image multiple the pipeline pads to.
-    """
-    unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
-    patch = daff.config.patch_size
-    return unet_factor * patch // math.gcd(unet_factor, patch)

@@ -10,7 +10,6 @@ per prompt.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,8 +179,3 @@ def load_prior(path: str | Path) -> PriorComponents:
     for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
         module.eval()
     return prior
-
-
-def copy_prior(prior: PriorComponents) -> PriorComponents:
-    """A deep copy (tests and stages that fine-tune a component keep the original intact)."""
-    return copy.deepcopy(prior)

@@ -294,8 +294,8 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
             live.log_plot(
                 "expert_usage",
                 [{"expert": i, "usage": u} for i, u in enumerate(output_usage)],
-                x="expert",
-                y="usage",
+                x="usage",  # bar_horizontal: x is the bar length, y the category (as dvc.yaml declares)
+                y="expert",
                 template="bar_horizontal",
                 title="DAEM expert usage",
             )

@@ -17,7 +17,7 @@ from unildiff.training.objectives import DecoderObjective, OneStepLatents, noise
 
 
 class SkipEncoder(torch.nn.Module):
-    """The frozen VAE encoder's multi-scale features of the lq image (``LQConditioner.encode_with_skips``).
+    """The frozen VAE encoder's multi-scale features of the lq image (:func:`encode_with_skips`).
 
     Args:
         vae: The prior's frozen ``AutoencoderKL``.
@@ -25,15 +25,13 @@ class SkipEncoder(torch.nn.Module):
 
     def __init__(self, vae: torch.nn.Module) -> None:
         super().__init__()
-        from unildiff.models.conditioner import LQConditioner
-        from unildiff.models.lq_encoder import LQEncoder
-
-        # Only the VAE part of the conditioner runs here; its LQ encoder is never called in stage 2.
-        self.conditioner = LQConditioner(LQEncoder.from_vae(vae), vae)
+        self.vae = vae
 
     def forward(self, lq: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Skips of lq [-1, 1], (B, 3, H, W): one tensor per VAE encoder level."""
-        return self.conditioner.encode_with_skips(lq)[1]
+        from unildiff.models.conditioner import encode_with_skips
+
+        return encode_with_skips(self.vae, lq)[1]
 
 
 def train_daem(
