@@ -129,3 +129,36 @@ def register(app: typer.Typer) -> None:
                 )
                 raise typer.Exit(1)
             typer.echo(f"metrics gate passed ({len(results)} rule(s))")
+
+    @app.command("seed-report")
+    def seed_report_command(
+        runs: Annotated[
+            list[Path], typer.Argument(help="per_image.csv of each training run (the name is the file stem).")
+        ],
+        ablation: Annotated[
+            list[str] | None,
+            typer.Option(help="NAME=CSV of a trained ablation's run (repeatable; one per seed allowed)."),
+        ] = None,
+        output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("reports/seeds.md"),
+        json_output: Annotated[Path, typer.Option(help="JSON report.")] = Path("reports/seeds.json"),
+        draws: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 10_000,
+    ) -> None:
+        """Mean ± std over training seeds, paired-bootstrap intervals, and issue 12's checks."""
+        with reported_errors():
+            import json
+
+            from unildiff.errors import ConfigError
+            from unildiff.evaluation.seeds import read_per_image, seed_report
+            from unildiff.utils.atomic import atomic_write_text
+
+            scores = [read_per_image(path, path.stem) for path in runs]
+            ablations: dict[str, list] = {}
+            for item in ablation or []:
+                name, separator, path = item.partition("=")
+                if not separator or not name or not path:
+                    raise ConfigError(f"--ablation {item!r} must be NAME=CSV")
+                ablations.setdefault(name, []).append(read_per_image(Path(path), f"{name}:{Path(path).stem}"))
+            markdown, payload = seed_report(scores, ablations, draws=draws)
+            atomic_write_text(output, markdown)
+            atomic_write_text(json_output, json.dumps(payload, indent=2) + "\n")
+            typer.echo(markdown)

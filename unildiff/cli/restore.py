@@ -40,16 +40,7 @@ def build_pipeline(
         from unildiff.models.bundle import load_trained_model
 
         model = load_trained_model(prior_dir, stage1_dir, stage2_dir)
-        for module in (
-            model.prior.vae,
-            model.unet,
-            model.prior.text_encoder,
-            model.prior.text_encoder_2,
-            model.lq_encoder,
-            model.daff,
-            model.decoder,
-        ):
-            module.to(device)
+        model.to(device)
         return RestorationPipeline.from_model(model, sampling)
     from unildiff.export.backends import open_graphs
     from unildiff.models.prior import load_prior

@@ -123,16 +123,7 @@ def evaluate_model(
     from unildiff.data.dataset import PairedImageDataset
 
     device = torch.device(config.device)
-    for module in (
-        model.prior.vae,
-        model.unet,
-        model.prior.text_encoder,
-        model.prior.text_encoder_2,
-        model.lq_encoder,
-        model.daff,
-        model.decoder,
-    ):
-        module.to(device)
+    model.to(device)
     dataset = PairedImageDataset(prepared_dir, config.split, crop_size=None)
     suite = MetricSuite(config.metrics, y_channel=config.y_channel, device=config.device)
     full = RestorationPipeline.from_model(model, sampling)

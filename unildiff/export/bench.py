@@ -285,17 +285,8 @@ def run_bench(
             "`unildiff bench --isolate`)"
         )
     device = config.device
-    for module in (
-        model.prior.vae,
-        model.prior.unet,
-        model.unet,
-        model.prior.text_encoder,
-        model.prior.text_encoder_2,
-        model.lq_encoder,
-        model.daff,
-        model.decoder,
-    ):
-        module.to(device).eval()
+    model.to(device).eval()
+    model.prior.unet.to(device).eval()
     reference = TorchGraphs.from_model(model)
     prompt_encoder = functools.partial(encode_prompt, model.prior)
     opened, skipped = open_backends(model, config, onnx_dir, engine_dir)

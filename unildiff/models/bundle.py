@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from diffusers import UNet2DConditionModel
 
 from unildiff.errors import MissingArtifactError
@@ -45,6 +46,32 @@ class UniLDiffModel:
     def conditioner(self) -> LQConditioner:
         """The LQ conditioner (LQ encoder + frozen VAE encoder)."""
         return LQConditioner(self.lq_encoder, self.prior.vae)
+
+    def modules(self) -> tuple[torch.nn.Module, ...]:
+        """The modules restoration runs (``decoder`` once stage 2 has run). The prior's own UNet is left
+        out: the stage-1b ``unet`` replaces it, and moving both would hold two UNets on the device."""
+        modules = (
+            self.prior.vae,
+            self.unet,
+            self.prior.text_encoder,
+            self.prior.text_encoder_2,
+            self.lq_encoder,
+            self.daff,
+            self.decoder,
+        )
+        return tuple(module for module in modules if module is not None)
+
+    def to(self, device: str | torch.device) -> UniLDiffModel:
+        """Move :meth:`modules` to ``device``, in place; returns ``self``."""
+        for module in self.modules():
+            module.to(device)
+        return self
+
+    def eval(self) -> UniLDiffModel:
+        """Put :meth:`modules` in eval mode (deterministic DAEM routing); returns ``self``."""
+        for module in self.modules():
+            module.eval()
+        return self
 
 
 def build_model(prior: PriorComponents, daff_config: DAFFConfig, daem_config: DAEMConfig) -> UniLDiffModel:

@@ -21,8 +21,9 @@ TINY: dict[str, Any] = {
         "out_channels": 3,
         "down_block_types": ("DownEncoderBlock2D",) * 3,  # factor 4 (SDXL: 4 blocks, factor 8)
         "up_block_types": ("UpDecoderBlock2D",) * 3,
-        "block_out_channels": (16, 32, 32),
-        "layers_per_block": 1,
+        "block_out_channels": (32, 32, 32),
+        "layers_per_block": 0,  # no resnets in the encoder's down blocks: learns faster (docs/training.md)
+        "mid_block_add_attention": False,
         "norm_num_groups": 8,
         "latent_channels": 16,  # SDXL has 4; see docs/model.md "tiny latent channels"
         "sample_size": 64,
