@@ -86,6 +86,12 @@ def test_read_per_image_names_the_broken_file(tmp_path: Path) -> None:
     broken.write_text("pair_id,task,restored_psnr\ntest-a,denoise_15,abc\n")
     with pytest.raises(DataError, match="restored_psnr of test-a is not a number"):
         read_per_image(broken, "broken")
+    other = tmp_path / "other.csv"
+    other.write_text("pair_id,task,restored_psnr\ntest-b,denoise_15,20\n")
+    first = tmp_path / "first.csv"
+    first.write_text("pair_id,task,restored_psnr\ntest-a,denoise_15,20\n")
+    with pytest.raises(DataError, match="no image has restored_psnr in every run"):
+        seed_table([read_per_image(first, "first"), read_per_image(other, "other")], "psnr")
 
 
 def test_cli_writes_both_reports_and_refuses_a_bad_ablation(tmp_path: Path) -> None:

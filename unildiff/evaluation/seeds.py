@@ -121,6 +121,8 @@ def seed_table(runs: Sequence[RunScores], metric: str) -> dict[str, dict[str, di
     for variant in variants:
         column = f"{variant}_{metric}"
         pairs = _common_pairs(runs, [column])
+        if not pairs:
+            raise DataError(f"no image has {column} in every run ({', '.join(run.name for run in runs)})")
         tasks = sorted({runs[0].tasks[pair] for pair in pairs})
         rows = {}
         for task in [*tasks, "avg"]:
