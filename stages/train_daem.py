@@ -15,12 +15,14 @@ LIVE = Path("dvclive/train_daem")
 
 def main() -> None:
     from unildiff.models.config import DAEMConfig
-    from unildiff.training.config import Stage2Config, TrainConfig
+    from unildiff.training.config import Stage1bConfig, Stage2Config, TrainConfig
     from unildiff.training.launch import relaunch_with_accelerate
 
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage2", Stage2Config, params)
+    stage1b = load_section("stage1b", Stage1bConfig, params)
+    start_timestep = stage1b.lq_start_timestep if stage1b.lq_start_probability > 0 else None
     daem_config = load_section("daem", DAEMConfig, params).validate()
     if relaunch_with_accelerate(train_config, "stages.train_daem"):
         return
@@ -44,7 +46,18 @@ def main() -> None:
         stage1 = load_stage1_model(prior, STAGE1)
         inputs_key += digest_directory(STAGE1)
     result = train_daem(
-        prior, decoder, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key, stage1
+        prior,
+        decoder,
+        cache,
+        config,
+        train_config,
+        CHECKPOINTS,
+        LIVE,
+        accelerator,
+        inputs_key,
+        stage1,
+        start_timestep,
+        stage1b.lq_start_noise,
     )
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:

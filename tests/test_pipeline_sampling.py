@@ -124,3 +124,45 @@ def test_lq_start_with_partial_strength_runs_fewer_steps():
     graphs = LocalGraphs()
     make_pipeline(graphs, steps=10, strength=0.3, cfg=1.0)(lq_image(16, 16), "remove rain")
     assert len(graphs.denoise_batches) == 3
+
+
+class RecordingGraphs(LocalGraphs):
+    """LocalGraphs that keep the first sample each restoration feeds the denoiser."""
+
+    def __init__(self):
+        super().__init__()
+        self.samples: list[torch.Tensor] = []
+
+    def denoise(self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids):
+        self.samples.append(sample.clone())
+        return super().denoise(sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids)
+
+
+def test_noiseless_lq_start_feeds_the_scaled_lq_latent_whatever_the_seed():
+    graphs = RecordingGraphs()
+    pipeline = make_pipeline(graphs, steps=50, strength=0.02, start_noise=0.0, cfg=1.0)
+    lq = lq_image(32, 32)
+    first = pipeline(lq, "remove rain", torch.Generator().manual_seed(3))
+    other = pipeline(lq, "remove rain", torch.Generator().manual_seed(4))
+    assert len(graphs.samples) == 2  # one step each, the last of the 50
+    assert torch.equal(first, other)  # no noise was drawn into the start
+    lq_latent = graphs.encode_lq(lq).lq_latent
+    scheduler = make_scheduler("euler", SDXL_SCHEDULER)
+    scheduler.set_timesteps(50)
+    alpha = scheduler.alphas_cumprod[int(scheduler.timesteps[-1])]
+    # The model input is √ᾱ_t · z_lq: what training's lq_start_noise = 0 feeds the denoiser.
+    assert torch.allclose(graphs.samples[0], alpha.sqrt() * lq_latent, atol=1e-5)
+    noisy = make_pipeline(graphs, steps=50, strength=0.02, start_noise=1.0, cfg=1.0)
+    assert not torch.equal(
+        noisy(lq, "remove rain", torch.Generator().manual_seed(3)),
+        noisy(lq, "remove rain", torch.Generator().manual_seed(4)),
+    )
+
+
+def test_start_noise_must_be_a_fraction():
+    import pytest
+
+    from unildiff.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sampling.start_noise"):
+        SamplingConfig(start_noise=1.5)

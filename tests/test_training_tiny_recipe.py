@@ -161,3 +161,120 @@ def test_stage2_on_denoised_latents_trains_only_the_decoder(tmp_path: Path) -> N
     assert not all(torch.equal(a, b) for a, b in zip(before, decoder.state_dict().values(), strict=True))
     with pytest.raises(ConfigError, match="stage2.latent_source"):
         Stage2Config(latent_source="noisy")
+
+
+class _RecordingDenoiser(torch.nn.Module):
+    """Stands in for ``UniLDiffDenoiser``: records what it is given and predicts zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.zeros(()))
+        self.inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, sample, timesteps, lq_features, embeds, pooled, time_ids):
+        self.inputs.append((sample.detach().clone(), timesteps.clone()))
+        return sample * self.scale
+
+
+def _lq_start_setup():
+    from unildiff.models.conditioner import encode_with_skips
+    from unildiff.models.config import PriorConfig
+    from unildiff.models.prior import build_tiny_prior
+    from unildiff.training.batches import PromptTable
+    from unildiff.training.objectives import noise_schedule
+
+    prior = build_tiny_prior(PriorConfig(), seed=0)
+    scheduler = noise_schedule(prior.scheduler)
+    generator = torch.Generator().manual_seed(0)
+    gt = torch.rand(4, 3, 32, 32, generator=generator) * 2 - 1
+    lq = (gt + 0.3 * torch.randn(gt.shape, generator=generator)).clamp(-1, 1)
+    with torch.no_grad():
+        batch = LatentBatch(lq=lq, gt=gt, gt_latents=encode_with_skips(prior.vae, gt)[0],
+                            prompt_ids=torch.ones(4, dtype=torch.long))  # fmt: skip
+        lq_latent = encode_with_skips(prior.vae, lq)[0]
+    table = PromptTable.from_prior(prior, ["remove noise"])
+    return prior, scheduler, table, batch, lq_latent
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_lq_start_target_maps_the_noised_lq_latent_onto_the_gt(prediction_type: str) -> None:
+    from unildiff.training.objectives import target_for_clean
+
+    scheduler = DDPMScheduler(prediction_type=prediction_type, rescale_betas_zero_snr=True)
+    generator = torch.Generator().manual_seed(0)
+    gt, lq, noise = (torch.randn(3, 16, 8, 8, generator=generator) for _ in range(3))
+    timesteps = torch.tensor([49, 249, 900])
+    noisy = scheduler.add_noise(lq, noise, timesteps)  # started from the LQ latent, not the gt
+    target = target_for_clean(scheduler, noisy, gt, timesteps)
+    assert torch.allclose(predict_clean_latent(scheduler, noisy, timesteps, target), gt, atol=1e-3)
+    # From the gt itself it is the ordinary target.
+    from_gt = scheduler.add_noise(gt, noise, timesteps)
+    ordinary = denoising_target(scheduler, gt, noise, timesteps)
+    assert torch.allclose(target_for_clean(scheduler, from_gt, gt, timesteps), ordinary, atol=1e-3)
+
+
+def test_lq_start_objective_feeds_the_sampler_start() -> None:
+    from unildiff.training.objectives import RestorationDenoisingObjective
+
+    prior, scheduler, table, batch, lq_latent = _lq_start_setup()
+    denoiser = _RecordingDenoiser()
+    objective = RestorationDenoisingObjective(
+        denoiser, torch.nn.Identity(), scheduler, table, 0.0, crop_size=0, vae=prior.vae,
+        lq_start_probability=1.0, lq_start_timestep=249,
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(3)
+    objective(batch, generator)
+    sample, timesteps = denoiser.inputs[-1]
+    assert timesteps.tolist() == [249] * 4
+    # The same draws the objective made: ε first (crop 0 draws only the flip), then t, then the rows.
+    replay = torch.Generator().manual_seed(3)
+    flipped = random_crop_flip(batch, 0, replay)
+    noise = torch.randn(flipped.gt_latents.shape, generator=replay)
+    lq_latent = lq_latent.flip(-1) if torch.equal(flipped.gt, batch.gt.flip(-1)) else lq_latent
+    expected = scheduler.add_noise(lq_latent, noise, torch.full((4,), 249))
+    assert torch.allclose(sample, expected, atol=1e-5)
+    # The loss at a zero prediction is the target's size: the gt latent, seen from the LQ start.
+    half = RestorationDenoisingObjective(
+        denoiser, torch.nn.Identity(), scheduler, table, 0.0, vae=prior.vae,
+        lq_start_probability=0.5, lq_start_timestep=249,
+    )  # fmt: skip
+    counts = []
+    for seed in range(8):
+        half(batch, torch.Generator().manual_seed(seed))
+        counts.append(int((denoiser.inputs[-1][1] == 249).sum()))
+    assert 0 < sum(counts) < 32  # a mix of LQ and gt starts
+    with pytest.raises(ConfigError, match="needs the prior's VAE"):
+        RestorationDenoisingObjective(denoiser, torch.nn.Identity(), scheduler, table, 0.0,
+                                      lq_start_probability=0.5)  # fmt: skip
+
+
+def test_lq_start_settings_are_checked() -> None:
+    from unildiff.training.config import Stage1aConfig, Stage1bConfig
+
+    with pytest.raises(ConfigError, match="stage1b.lq_start_probability"):
+        Stage1bConfig(lq_start_probability=1.5)
+    with pytest.raises(ConfigError, match="stage1a.lq_start_timestep"):
+        Stage1aConfig(lq_start_timestep=-1)
+    with pytest.raises(ConfigError, match="stage1a.lq_start_timestep"):
+        Stage1aConfig(lq_start_timestep=True)
+
+
+def test_stage2_latents_start_from_the_noised_lq_latent() -> None:
+    from unildiff.training.objectives import OneStepLatents
+
+    prior, scheduler, table, batch, lq_latent = _lq_start_setup()
+    denoiser = _RecordingDenoiser()
+    latents = OneStepLatents(
+        denoiser, torch.nn.Identity(), scheduler, table, vae=prior.vae, start_timestep=99
+    )
+    restored = latents(batch, torch.Generator().manual_seed(5))
+    noise = torch.randn(lq_latent.shape, generator=torch.Generator().manual_seed(5))
+    sample, timesteps = denoiser.inputs[-1]
+    assert timesteps.tolist() == [99] * 4
+    assert torch.allclose(sample, scheduler.add_noise(lq_latent, noise, timesteps), atol=1e-5)
+    # The restoration is the x0 the prediction implies at that start (zero prediction: a scaled start).
+    implied = predict_clean_latent(scheduler, sample, timesteps, torch.zeros_like(sample))
+    assert torch.allclose(restored, implied, atol=1e-5)
+    assert not torch.allclose(restored, torch.zeros_like(restored))
+    with pytest.raises(ConfigError, match="needs the prior's VAE"):
+        OneStepLatents(denoiser, torch.nn.Identity(), scheduler, table, start_timestep=99)

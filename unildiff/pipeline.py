@@ -63,6 +63,9 @@ class SamplingConfig:
         cfg: classifier-free guidance scale; ≤ 1 runs the conditional pass only.
         start: ``lq`` (start from the LQ latent noised to ``strength``) or ``noise`` (pure noise).
         strength: fraction of the schedule run when ``start`` is ``lq`` (1.0 = all steps).
+        start_noise: scale of the noise added to the LQ latent at an LQ start: 1 noises it to the first
+            timestep (SDEdit); 0 starts from the LQ latent itself, as one-step restorers (OSEDiff) do.
+            Use the value the denoiser was trained with (``stage1b.lq_start_noise``).
         seed: seed of the torch.Generator used when the caller passes none.
         tile: tile side in pixels (a multiple of the model's multiple); 0 = automatic (``auto_tile``).
         tile_overlap: overlap between neighbouring tiles in pixels.
@@ -77,6 +80,7 @@ class SamplingConfig:
     cfg: float = 5.0
     start: str = "lq"
     strength: float = 1.0
+    start_noise: float = 1.0
     seed: int = 0
     tile: int = 0
     tile_overlap: int = 32
@@ -96,6 +100,8 @@ class SamplingConfig:
             raise ConfigError(f"sampling.start must be 'lq' or 'noise', got {self.start!r}")
         if not 0.0 < self.strength <= 1.0:
             raise ConfigError(f"sampling.strength must be in (0, 1], got {self.strength}")
+        if not 0.0 <= self.start_noise <= 1.0:
+            raise ConfigError(f"sampling.start_noise must be in [0, 1], got {self.start_noise}")
         if self.tile < 0 or self.tile_overlap < 0 or self.auto_tile < 0:
             raise ConfigError("sampling.tile, sampling.tile_overlap and sampling.auto_tile must be ≥ 0")
         if self.tile_side and self.tile_overlap >= self.tile_side:
@@ -409,12 +415,12 @@ class RestorationPipeline:
         timesteps = self._timesteps(device)
         tracker.set_total(len(tiles) * (len(timesteps) + 2))
 
-        # 4. Prepare the initial latents: noised LQ latent or pure noise
+        # 4. Prepare the initial latents: the LQ latent (noised by start_noise) or pure noise
         noise = torch.randn(lq_latent.shape, generator=generator, dtype=torch.float32).to(
             device, lq_latent.dtype
         )
         if config.start == "lq":
-            latents = self.scheduler.add_noise(lq_latent, noise, timesteps[:1])
+            latents = self.scheduler.add_noise(lq_latent, config.start_noise * noise, timesteps[:1])
         else:
             latents = noise * self.scheduler.init_noise_sigma
 

@@ -82,11 +82,13 @@ def register(app: typer.Typer) -> None:
         scheduler: Annotated[
             str | None, typer.Option(help=f"euler | euler_ancestral | ddim | dpmsolver ({RECORDED}).")
         ] = None,
-        start: Annotated[
-            str | None, typer.Option(help=f"lq (noised LQ latent) | noise ({RECORDED}).")
-        ] = None,
+        start: Annotated[str | None, typer.Option(help=f"lq (LQ latent) | noise ({RECORDED}).")] = None,
         strength: Annotated[
             float | None, typer.Option(help=f"Fraction of the schedule run from the LQ latent ({RECORDED}).")
+        ] = None,
+        start_noise: Annotated[
+            float | None,
+            typer.Option(help=f"Noise scale at an LQ start: 1 = SDEdit, 0 = the LQ latent ({RECORDED})."),
         ] = None,
         color_fix: Annotated[str | None, typer.Option(help=f"none | wavelet | adain ({RECORDED}).")] = None,
         sampling_record: Annotated[
@@ -129,6 +131,7 @@ def register(app: typer.Typer) -> None:
                 "cfg": cfg,
                 "start": start,
                 "strength": strength,
+                "start_noise": start_noise,
                 "seed": seed,
                 "tile": tile,
                 "tile_overlap": tile_overlap,

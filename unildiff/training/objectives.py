@@ -58,6 +58,42 @@ def denoising_target(
     raise ConfigError(f"unsupported scheduler prediction_type {prediction_type!r}")
 
 
+def target_for_clean(
+    scheduler: object, noisy: torch.Tensor, clean: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """The prediction whose clean latent (:func:`predict_clean_latent`) at ``timesteps`` is ``clean``.
+
+    For an ``x_t`` noised from ``clean`` itself this is :func:`denoising_target`; for an ``x_t`` noised
+    from the LQ latent (``lq_start_probability``) it is the target that maps that start onto the gt.
+    v = (√ᾱ x_t − x0) / √(1−ᾱ), ε = (x_t − √ᾱ x0) / √(1−ᾱ), x0 itself for ``sample``.
+    """
+    alphas = scheduler.alphas_cumprod.to(noisy.device, torch.float32)[timesteps].reshape(-1, 1, 1, 1)
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "v_prediction":
+        return (alphas.sqrt() * noisy - clean) / (1 - alphas).sqrt()
+    if prediction_type == "epsilon":
+        return (noisy - alphas.sqrt() * clean) / (1 - alphas).sqrt()
+    if prediction_type == "sample":
+        return clean
+    raise ConfigError(f"unsupported scheduler prediction_type {prediction_type!r}")
+
+
+def lq_latents(vae: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
+    """The frozen VAE's scaled LQ latent, as the pipeline's LQ start uses it (no gradient).
+
+    Args:
+        vae: The prior's frozen ``AutoencoderKL``.
+        lq: [-1, 1], (B, 3, H, W).
+
+    Returns:
+        (B, latent_channels, H/f, W/f), scaled by ``vae.config.scaling_factor``.
+    """
+    from unildiff.models.conditioner import encode_with_skips
+
+    with torch.no_grad():
+        return encode_with_skips(vae, lq)[0]
+
+
 def _time_ids(images: torch.Tensor) -> torch.Tensor:
     from unildiff.models.text import make_time_ids
 
@@ -145,6 +181,13 @@ class RestorationDenoisingObjective(torch.nn.Module):
     """Stages 1a/1b: the UNet + DAFF conditioned on f^LQ, ‖ε − ε̂‖₁ (paper eq. 9); with a ``v_prediction``
     or ``sample`` scheduler (``tiny``) the L1 is on v or x0 instead (:func:`denoising_target`).
 
+    With ``lq_start_probability`` p > 0 (``tiny`` only), a fraction p of each batch starts from the LQ
+    latent instead: x_t = √ᾱ z_lq + s·√(1−ᾱ) ε at the fixed ``lq_start_timestep``, s =
+    ``lq_start_noise``, with the target that maps x_t onto the gt latent (:func:`target_for_clean`).
+    This is the start the sampler takes with ``sampling.start: lq`` and ``start_noise`` s (one step from
+    that timestep), so training sees what inference does and the denoiser learns the LQ → gt residual
+    from an input that already holds the LQ latent.
+
     Args:
         denoiser: ``UniLDiffDenoiser(unet, daff)``.
         lq_encoder: ``LQEncoder``; its output f^LQ gets gradients only when its parameters require them.
@@ -152,6 +195,12 @@ class RestorationDenoisingObjective(torch.nn.Module):
         prompts: Frozen prompt embeddings.
         prompt_dropout: Probability of the empty prompt (classifier-free guidance, 20% in the paper).
         crop_size: Side (pixels) of the random crop drawn each step (:func:`random_crop_flip`).
+        vae: The prior's frozen VAE, which gives the LQ latent of an LQ start; needed when
+            ``lq_start_probability`` > 0.
+        lq_start_probability: Fraction of each batch started from the noised LQ latent (paper: 0).
+        lq_start_timestep: The timestep of an LQ start.
+        lq_start_noise: Scale of the noise added to the LQ latent at an LQ start: 1 noises it to the
+            timestep (SDEdit); 0 feeds √ᾱ z_lq itself, with no noise (one-step, as OSEDiff does).
     """
 
     def __init__(
@@ -162,21 +211,47 @@ class RestorationDenoisingObjective(torch.nn.Module):
         prompts: PromptTable,
         prompt_dropout: float,
         crop_size: int = 0,
+        vae: torch.nn.Module | None = None,
+        lq_start_probability: float = 0.0,
+        lq_start_timestep: int = 0,
+        lq_start_noise: float = 1.0,
     ) -> None:
         super().__init__()
+        if lq_start_probability > 0 and vae is None:
+            raise ConfigError("lq_start_probability > 0 needs the prior's VAE for the LQ latent")
         self.denoiser, self.lq_encoder = denoiser, lq_encoder
         self.scheduler, self.prompts, self.prompt_dropout = scheduler, prompts, prompt_dropout
         self.crop_size = crop_size
+        self.vae = vae
+        self.lq_start_probability, self.lq_start_timestep = lq_start_probability, lq_start_timestep
+        self.lq_start_noise = lq_start_noise
 
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> ObjectiveOutput:
         batch = random_crop_flip(batch, self.crop_size, generator)
         lq_features = self.lq_encoder(batch.lq)
         noisy, noise, timesteps = add_noise(self.scheduler, batch.gt_latents, generator)
         target = denoising_target(self.scheduler, batch.gt_latents, noise, timesteps)
+        if self.lq_start_probability > 0:
+            noisy, target, timesteps = self._lq_start(batch, noisy, noise, target, timesteps, generator)
         embeds, pooled = self.prompts.lookup(batch.prompt_ids, self.prompt_dropout, generator)
         prediction = self.denoiser(noisy, timesteps, lq_features, embeds, pooled, _time_ids(batch.gt))
         loss = (target.float() - prediction.float()).abs().mean()
         return ObjectiveOutput(loss=loss, terms={"l1": loss.detach()})
+
+    def _lq_start(self, batch, noisy, noise, target, timesteps, generator) -> tuple[torch.Tensor, ...]:
+        """Replace a random ``lq_start_probability`` of the rows by LQ starts at ``lq_start_timestep``."""
+        chosen = torch.rand(noisy.shape[0], generator=generator, device=noisy.device)
+        chosen = chosen < self.lq_start_probability
+        start = torch.full_like(timesteps, self.lq_start_timestep)
+        lq_latent = lq_latents(self.vae, batch.lq)
+        lq_noisy = self.scheduler.add_noise(lq_latent, self.lq_start_noise * noise, start)
+        lq_target = target_for_clean(self.scheduler, lq_noisy, batch.gt_latents, start)
+        rows = chosen.reshape(-1, 1, 1, 1)
+        return (
+            torch.where(rows, lq_noisy, noisy),
+            torch.where(rows, lq_target.to(target.dtype), target),
+            torch.where(chosen, start, timesteps),
+        )
 
 
 def predict_clean_latent(
@@ -196,30 +271,51 @@ def predict_clean_latent(
 class OneStepLatents(torch.nn.Module):
     """Stage-2 inputs from the frozen stage-1 denoiser (DOD-style, ``stage2.latent_source: denoised``).
 
-    Each batch is restored in one step from pure noise at t = T − 1, the first timestep of trailing
-    sampling, with the pair's prompt: the decoder then learns to decode what the sampler gives it rather
-    than clean latents it never sees at inference.
+    Each batch is restored in one step, with the pair's prompt, from the start the sampler takes: pure
+    noise at t = T − 1 (the first timestep of trailing sampling), or, with ``start_timestep``, the LQ
+    latent noised to that timestep (``sampling.start: lq``). The decoder then learns to decode what the
+    sampler gives it rather than clean latents it never sees at inference.
 
     Args:
         denoiser: Frozen ``UniLDiffDenoiser`` (stage 1b).
         lq_encoder: Frozen stage-1b LQ encoder.
         scheduler: Training noise schedule (:func:`noise_schedule`).
         prompts: Frozen prompt embeddings.
+        vae: The prior's frozen VAE (the LQ latent of an LQ start); needed with ``start_timestep``.
+        start_timestep: ``None`` starts from pure noise; an int starts from the LQ latent noised to it.
+        start_noise: Scale of the noise added at an LQ start (stage 1b's ``lq_start_noise``).
     """
 
-    def __init__(self, denoiser: torch.nn.Module, lq_encoder: torch.nn.Module, scheduler, prompts) -> None:
+    def __init__(
+        self,
+        denoiser: torch.nn.Module,
+        lq_encoder: torch.nn.Module,
+        scheduler,
+        prompts,
+        vae: torch.nn.Module | None = None,
+        start_timestep: int | None = None,
+        start_noise: float = 1.0,
+    ) -> None:
         super().__init__()
+        if start_timestep is not None and vae is None:
+            raise ConfigError("an LQ start of the stage-2 latents needs the prior's VAE")
         self.denoiser, self.lq_encoder = denoiser, lq_encoder
         self.scheduler, self.prompts = scheduler, prompts
+        self.vae, self.start_timestep, self.start_noise = vae, start_timestep, start_noise
 
     @torch.no_grad()
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> torch.Tensor:
         """Restored scaled latents of ``batch.lq``, shaped like ``batch.gt_latents``."""
         latents = batch.gt_latents
-        last = self.scheduler.config.num_train_timesteps - 1
-        timesteps = torch.full((latents.shape[0],), last, dtype=torch.long, device=latents.device)
+        if self.start_timestep is None:
+            start, origin = self.scheduler.config.num_train_timesteps - 1, torch.zeros_like(latents)
+            scale = 1.0
+        else:
+            start, origin = self.start_timestep, lq_latents(self.vae, batch.lq)
+            scale = self.start_noise
+        timesteps = torch.full((latents.shape[0],), start, dtype=torch.long, device=latents.device)
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        noisy = self.scheduler.add_noise(torch.zeros_like(latents), noise, timesteps)
+        noisy = self.scheduler.add_noise(origin, scale * noise, timesteps)
         embeds, pooled = self.prompts.lookup(batch.prompt_ids, 0.0, None)
         prediction = self.denoiser(
             noisy, timesteps, self.lq_encoder(batch.lq), embeds, pooled, _time_ids(batch.gt)

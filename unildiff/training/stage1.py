@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from unildiff.errors import ConfigError
 from unildiff.training.batches import LatentBatches, PromptTable
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
 from unildiff.training.latents import LatentCache
@@ -52,18 +53,30 @@ def _objective(
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
     cache: LatentCache,
+    config: Stage1aConfig | Stage1bConfig,
     train_config: TrainConfig,
 ) -> tuple[RestorationDenoisingObjective, LatentBatches]:
     from unildiff.models.denoiser import UniLDiffDenoiser
 
+    scheduler = noise_schedule(prior.scheduler)
+    section = "stage1a" if isinstance(config, Stage1aConfig) else "stage1b"
+    if config.lq_start_timestep >= scheduler.config.num_train_timesteps:
+        raise ConfigError(
+            f"{section}.lq_start_timestep must be < {scheduler.config.num_train_timesteps}, "
+            f"got {config.lq_start_timestep}"
+        )
     table = PromptTable.from_prior(prior, cache.pairs.prompts)
     objective = RestorationDenoisingObjective(
         UniLDiffDenoiser(prior.unet, daff),
         lq_encoder,
-        noise_schedule(prior.scheduler),
+        scheduler,
         table,
         train_config.prompt_dropout,
         train_config.crop_size,
+        vae=prior.vae,
+        lq_start_probability=config.lq_start_probability,
+        lq_start_timestep=config.lq_start_timestep,
+        lq_start_noise=config.lq_start_noise,
     )
     return objective, LatentBatches(cache, table)
 
@@ -96,7 +109,7 @@ def train_daff(
     """
     _freeze(prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     daff.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, train_config)
+    objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
     run = TrainingRun(
         stage="train_daff",
         objective=objective,
@@ -136,7 +149,7 @@ def train_joint(
     _freeze(prior.vae, prior.text_encoder, prior.text_encoder_2)
     for module in (lq_encoder, daff, prior.unet):
         module.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, train_config)
+    objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
     groups = [
         ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),
         ParamGroup("denoiser", (*daff.parameters(), *prior.unet.parameters()), config.lr_denoiser),

@@ -45,6 +45,8 @@ def train_daem(
     accelerator: Any,
     inputs_key: str,
     stage1: Any | None = None,
+    start_timestep: int | None = None,
+    start_noise: float = 1.0,
 ) -> TrainingResult:
     """Train ``decoder`` (``DAEMDecoder.from_vae(prior.vae, ...)``: decoder + DAEM) in place.
 
@@ -63,6 +65,9 @@ def train_daem(
         inputs_key: Digest of the prior and the cache (and stage 1b when it is used).
         stage1: The trained ``UniLDiffModel`` whose denoiser restores the stage-2 inputs when
             ``config.latent_source`` is ``denoised``; ``None`` for ``clean``.
+        start_timestep: Where those one-step restorations start: ``None`` = pure noise, an int = the LQ
+            latent noised to that timestep (stage 1b's ``lq_start_timestep`` when it trained LQ starts).
+        start_noise: Scale of the noise of that LQ start (stage 1b's ``lq_start_noise``).
     """
     for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
         module.requires_grad_(False).eval()
@@ -75,7 +80,15 @@ def train_daem(
         for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
             module.requires_grad_(False).eval()
         table = PromptTable.from_prior(prior, cache.pairs.prompts)
-        latents = OneStepLatents(stage1.denoiser(), stage1.lq_encoder, noise_schedule(prior.scheduler), table)
+        latents = OneStepLatents(
+            stage1.denoiser(),
+            stage1.lq_encoder,
+            noise_schedule(prior.scheduler),
+            table,
+            vae=prior.vae,
+            start_timestep=start_timestep,
+            start_noise=start_noise,
+        )
         batches = LatentBatches(cache, table)
     else:
         batches = LatentBatches(cache, None)
@@ -92,7 +105,12 @@ def train_daem(
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
-        fingerprint={"stage2": dataclasses.asdict(config), "decoder": settings, "inputs": inputs_key},
+        fingerprint={
+            "stage2": dataclasses.asdict(config),
+            "decoder": settings,
+            "inputs": inputs_key,
+            "latent_start": [start_timestep, start_noise],
+        },
         lr_schedule="cosine",
         weight_decay=config.weight_decay,
     )

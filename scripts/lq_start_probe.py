@@ -1,0 +1,102 @@
+"""Probe of the tiny LQ start on the validation split (docs/training.md, "The LQ start").
+
+Trains a fresh stage 1a + 1b on ``models/prior`` and ``models/cache/latents`` with the given LQ start,
+with the stages' own functions and ``params.yaml``'s other settings, then scores one step from that start
+on ``evaluate.split = val`` with a fresh DAEM decoder (its blocks start at zero, so it decodes like the
+plain VAE decoder). Prints one JSON line: the average and per-task PSNR of the input, the restoration,
+``no_diffusion`` (the LQ latent decoded) and ``ceiling`` (the gt latent decoded).
+
+    python scripts/lq_start_probe.py --timestep 19 --noise 0 --out /tmp/probe19
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
+from unildiff.models.bundle import UniLDiffModel
+from unildiff.models.config import DAEMConfig, DAFFConfig
+from unildiff.models.decoder import DAEMDecoder
+from unildiff.models.lq_encoder import LQEncoder
+from unildiff.models.prior import load_prior
+from unildiff.params import load_section, read_params
+from unildiff.pipeline import SamplingConfig
+from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
+from unildiff.training.latents import load_latent_cache
+from unildiff.training.loop import make_accelerator
+from unildiff.training.stage1 import build_daff, train_daff, train_joint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--probability", type=float, default=1.0, help="lq_start_probability")
+    parser.add_argument("--timestep", type=int, default=19, help="lq_start_timestep (1000/N - 1)")
+    parser.add_argument("--noise", type=float, default=0.0, help="lq_start_noise")
+    parser.add_argument("--steps1a", type=int, default=100)
+    parser.add_argument("--steps1b", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, required=True, help="throw-away checkpoint folder")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    params = read_params()
+    train_config = dataclasses.replace(
+        load_section("train", TrainConfig, params), checkpoint_every=10**6, resume="never"
+    )
+    start = {
+        "lq_start_probability": args.probability,
+        "lq_start_timestep": args.timestep,
+        "lq_start_noise": args.noise,
+    }
+    stage1a = dataclasses.replace(load_section("stage1a", Stage1aConfig, params), steps=args.steps1a, **start)
+    stage1b = dataclasses.replace(load_section("stage1b", Stage1bConfig, params), steps=args.steps1b, **start)
+    prior = load_prior("models/prior")
+    cache = load_latent_cache("models/cache/latents")
+    accelerator = make_accelerator(train_config)
+    lq_encoder = LQEncoder.from_vae(prior.vae)
+    daff = build_daff(prior, lq_encoder, load_section("daff", DAFFConfig, params), train_config.seed)
+    started = time.perf_counter()
+    result_1a = train_daff(
+        prior, lq_encoder, daff, cache, stage1a, train_config, args.out / "1a", None, accelerator, "probe"
+    )
+    result_1b = train_joint(
+        prior, lq_encoder, daff, cache, stage1b, train_config, args.out / "1b", None, accelerator, "probe"
+    )
+    seconds = time.perf_counter() - started
+    decoder = DAEMDecoder.from_vae(prior.vae, load_section("daem", DAEMConfig, params).validate(), seed=0)
+    model = UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
+    steps = round(1000 / (args.timestep + 1))  # trailing spacing: one step at 1000/steps - 1
+    sampling = dataclasses.replace(
+        SamplingConfig(), start="lq", steps=steps, strength=1 / steps, start_noise=args.noise, cfg=1.0
+    )
+    config = EvaluateConfig(
+        metrics=("psnr", "ssim"), ablations=("no_diffusion", "ceiling"), split="val", grid_images=0
+    )
+    result = evaluate_model(model.eval(), "data/prepared", sampling, config, show_progress=False)
+    print(
+        json.dumps(
+            {
+                "start": start,
+                "train_seconds": round(seconds),
+                "loss_1a": result_1a.final_loss,
+                "loss_1b": result_1b.final_loss,
+                "avg": {variant: result.average(variant) for variant in result.variants()},
+                "per_task": {
+                    task: {
+                        variant: round(result.average(variant, task)["psnr"], 2)
+                        for variant in result.variants()
+                    }
+                    for task in result.tasks()
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Memory plan of the training stages on paper (``unildiff plan``), recomputable by anyone.
+
+The modules are built on PyTorch's ``meta`` device: they have shapes but no storage, so the SDXL-size
+UNet (2.57 B parameters) costs no memory or time to "run". For each training stage this module counts
+
+- trainable and frozen parameters;
+- bytes per GPU of weights, gradients and optimizer state under DDP, ZeRO-2 and FSDP (full shard), with
+  AdamW (two fp32 moments) or bitsandbytes' 8-bit AdamW (two 1-byte moments);
+- activation bytes per sample: the tensors autograd saves for the backward pass, counted with
+  ``torch.autograd.graph.saved_tensors_hooks`` during one forward pass on ``meta`` tensors at the planned
+  image size, with and without the UNet's gradient checkpointing (diffusers' own switch).
+
+Assumptions, stated in the output too: trainable weights are fp32 master weights (4 B), frozen weights
+are held in the mixed-precision dtype (2 B for bf16); gradients are fp32; activations are counted in the
+module dtype given (bf16 approximates autocast, which keeps a few reductions in fp32). Activation counts
+are an **estimate**: allocator fragmentation, temporary buffers and CUDA kernels' workspaces are not
+saved tensors and are not counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+#: Optimizer-state bytes per trainable parameter: AdamW keeps two fp32 moments; bitsandbytes'
+#: 8-bit AdamW keeps two uint8 moments (plus per-block scales, under 1 %).
+OPTIMIZER_BYTES = {"adamw": 8, "adamw_8bit": 2}
+STRATEGIES = ("ddp", "zero2", "fsdp")
+
+
+@dataclass(frozen=True)
+class StageModules:
+    """What one training stage holds: its trainable and frozen modules and a forward pass.
+
+    Attributes:
+        stage: DVC stage name.
+        trainable: Modules whose parameters the stage trains.
+        frozen: Modules the stage keeps resident without training them.
+        forward: Runs one training forward pass for ``batch`` samples of ``image_size``² on the meta
+            device and returns the output tensor (autograd's saved tensors are what is counted).
+    """
+
+    stage: str
+    trainable: tuple[torch.nn.Module, ...]
+    frozen: tuple[torch.nn.Module, ...]
+    forward: Callable[[int, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Per-GPU memory of one stage.
+
+    Attributes:
+        stage: DVC stage name.
+        trainable_parameters: Parameters trained.
+        frozen_parameters: Parameters held frozen.
+        state_bytes: ``{strategy: {"weights", "gradients", "optimizer"}}`` bytes per GPU.
+        activation_bytes: Saved-for-backward bytes per sample without gradient checkpointing.
+        checkpointed_activation_bytes: The same with the UNet's gradient checkpointing on.
+    """
+
+    stage: str
+    trainable_parameters: int
+    frozen_parameters: int
+    state_bytes: dict[str, dict[str, int]]
+    activation_bytes: int
+    checkpointed_activation_bytes: int
+
+
+def _count(modules: tuple[torch.nn.Module, ...]) -> int:
+    seen: set[int] = set()
+    total = 0
+    for module in modules:
+        for parameter in module.parameters():
+            if id(parameter) not in seen:
+                seen.add(id(parameter))
+                total += parameter.numel()
+    return total
+
+
+def state_bytes(
+    trainable: int, frozen: int, gpus: int, optimizer: str, frozen_bytes: int = 2
+) -> dict[str, dict[str, int]]:
+    """Bytes per GPU of weights, gradients and optimizer state for each of :data:`STRATEGIES`.
+
+    Args:
+        trainable: Trainable parameters (fp32 master weights and fp32 gradients).
+        frozen: Frozen parameters (``frozen_bytes`` each, never sharded under DDP and ZeRO-2).
+        gpus: Data-parallel processes the state is sharded over.
+        optimizer: A key of :data:`OPTIMIZER_BYTES`.
+        frozen_bytes: Bytes per frozen parameter (2 for bf16/fp16, 4 for fp32).
+
+    Returns:
+        ``{"ddp" | "zero2" | "fsdp": {"weights", "gradients", "optimizer"}}``. DDP replicates everything;
+        ZeRO-2 shards gradients and optimizer state; FSDP full shard also shards the weights (frozen ones
+        included: they are wrapped in the same units).
+    """
+    if optimizer not in OPTIMIZER_BYTES:
+        raise ValueError(f"optimizer must be one of {tuple(OPTIMIZER_BYTES)}, got {optimizer!r}")
+    if gpus < 1:
+        raise ValueError(f"gpus must be >= 1, got {gpus}")
+    weights = 4 * trainable + frozen_bytes * frozen
+    gradients = 4 * trainable
+    moments = OPTIMIZER_BYTES[optimizer] * trainable
+    return {
+        "ddp": {"weights": weights, "gradients": gradients, "optimizer": moments},
+        "zero2": {"weights": weights, "gradients": -(-gradients // gpus), "optimizer": -(-moments // gpus)},
+        "fsdp": {
+            "weights": -(-weights // gpus),
+            "gradients": -(-gradients // gpus),
+            "optimizer": -(-moments // gpus),
+        },
+    }
+
+
+def saved_activation_bytes(forward: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the tensors autograd saves for backward during ``forward()`` (meta tensors welcome).
+
+    Tensors saved twice (the same storage) are counted once.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        key = (id(tensor.untyped_storage()) if tensor.device.type != "meta" else id(tensor), tensor.numel())
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        forward()
+    return total
+
+
+def plan_stage(
+    modules: StageModules,
+    image_size: int,
+    gpus: int,
+    optimizer: str,
+    checkpointing: Callable[[bool], None],
+    frozen_bytes: int = 2,
+) -> StagePlan:
+    """The :class:`StagePlan` of one stage: parameter counts, state bytes and activations per sample.
+
+    Args:
+        modules: The stage's modules and forward pass (built on the meta device).
+        image_size: Training crop side in pixels (512 for the paper).
+        gpus: Data-parallel processes.
+        optimizer: ``adamw`` or ``adamw_8bit``.
+        checkpointing: Switches the UNet's gradient checkpointing on (``True``) or off.
+        frozen_bytes: Bytes per frozen parameter.
+    """
+    for module in modules.trainable:
+        module.requires_grad_(True).train()
+    for module in modules.frozen:
+        module.requires_grad_(False).eval()
+    trainable, frozen = _count(modules.trainable), _count(modules.frozen)
+    checkpointing(False)
+    plain = saved_activation_bytes(lambda: modules.forward(1, image_size))
+    checkpointing(True)
+    checkpointed = saved_activation_bytes(lambda: modules.forward(1, image_size))
+    checkpointing(False)
+    return StagePlan(
+        stage=modules.stage,
+        trainable_parameters=trainable,
+        frozen_parameters=frozen,
+        state_bytes=state_bytes(trainable, frozen, gpus, optimizer, frozen_bytes),
+        activation_bytes=plain,
+        checkpointed_activation_bytes=checkpointed,
+    )
+
+
+def micro_batch(plan: StagePlan, strategy: str, gpu_bytes: int, checkpointed: bool) -> int:
+    """Samples per GPU and micro-step that fit ``gpu_bytes`` beside the resident state (0: none fits)."""
+    resident = sum(plan.state_bytes[strategy].values())
+    per_sample = plan.checkpointed_activation_bytes if checkpointed else plan.activation_bytes
+    return max(0, (gpu_bytes - resident) // max(per_sample, 1))
+
+
+def format_plan(plans: list[StagePlan], gpus: int, optimizer: str, image_size: int, global_batch: int,
+                gpu_gib: float, dtype: str) -> str:  # fmt: skip
+    """A Markdown report of ``plans`` (GiB = 2³⁰ bytes): per strategy, the resident state, activations
+    per sample and the micro-batch and gradient accumulation that reach ``global_batch`` on ``gpus``
+    GPUs of ``gpu_gib`` each."""
+
+    def gib(value: float) -> str:
+        return f"{value / 2**30:.2f}"
+
+    per_gpu = -(-global_batch // gpus)
+
+    def schedule(plan: StagePlan, strategy: str, checkpointed: bool) -> str:
+        fits = micro_batch(plan, strategy, int(gpu_gib * 2**30), checkpointed)
+        if fits == 0:
+            return "does not fit"
+        micro = max(size for size in range(1, min(fits, per_gpu) + 1) if per_gpu % size == 0)
+        return f"{micro} × {per_gpu // micro}"
+
+    lines = [
+        f"# Memory plan (estimate): {gpus} GPU(s) of {gpu_gib:g} GiB, {optimizer}, {image_size}² crops, "
+        f"global batch {global_batch}, {dtype}",
+        "",
+        "Trainable weights fp32 (master), frozen weights in the training dtype, gradients fp32.",
+        "Activations: tensors saved for backward per sample, counted on the meta device (an estimate: no",
+        "allocator fragmentation, temporary buffers or kernel workspaces). ckpt = the UNet's gradient",
+        f"checkpointing. Micro-batch × accumulation = {per_gpu} samples per GPU and optimizer step.",
+        "",
+        "| stage | trainable | frozen | strategy | weights | gradients | optimizer | activations/sample "
+        "(no ckpt / ckpt) | micro-batch × accumulation (no ckpt / ckpt) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for plan in plans:
+        for strategy in STRATEGIES:
+            state = plan.state_bytes[strategy]
+            lines.append(
+                f"| {plan.stage} | {plan.trainable_parameters / 1e6:.1f} M | "
+                f"{plan.frozen_parameters / 1e6:.1f} M | {strategy} | {gib(state['weights'])} | "
+                f"{gib(state['gradients'])} | {gib(state['optimizer'])} | "
+                f"{gib(plan.activation_bytes)} / {gib(plan.checkpointed_activation_bytes)} | "
+                f"{schedule(plan, strategy, False)} / {schedule(plan, strategy, True)} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def stage_modules(
+    unet_config: dict,
+    vae_config: dict,
+    daff_config,
+    daem_config,
+    dtype: torch.dtype = torch.bfloat16,
+) -> tuple[list[StageModules], Callable[[bool], None]]:
+    """The three training stages of UniLDiff on the meta device, for :func:`plan_stage`.
+
+    Text encoders are not resident during training (the prompt table is computed once), and stage 1
+    reads cached latents, so the VAE appears only in stage 2 (its encoder gives the LQ skips).
+
+    Args:
+        unet_config: ``UNet2DConditionModel`` config (SDXL's for the paper).
+        vae_config: ``AutoencoderKL`` config.
+        daff_config: ``DAFFConfig``.
+        daem_config: ``DAEMConfig``.
+        dtype: Module and activation dtype of the estimate.
+
+    Returns:
+        The stages ``train_daff``, ``train_joint``, ``train_daem`` and the UNet's checkpointing switch.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from unildiff.models.conditioner import encode_with_skips
+    from unildiff.models.daff import DAFF
+    from unildiff.models.decoder import DAEMDecoder
+    from unildiff.models.denoiser import UniLDiffDenoiser
+    from unildiff.models.lq_encoder import LQEncoder
+
+    def cast(module: torch.nn.Module) -> torch.nn.Module:
+        # nn.Module.to: ModelMixin.to warns about fp32-kept modules, which these classes do not have.
+        return torch.nn.Module.to(module, dtype)
+
+    with torch.device("meta"):
+        unet = cast(UNet2DConditionModel(**unet_config))
+        vae = cast(AutoencoderKL(**vae_config))
+        lq_encoder = cast(LQEncoder.from_vae(vae))
+        daff = cast(
+            DAFF.from_settings(
+                daff_config,
+                hidden_channels=unet.config.block_out_channels[0],
+                lq_channels=lq_encoder.out_channels,
+                text_dim=unet.config.cross_attention_dim,
+            )
+        )
+        decoder = cast(DAEMDecoder.from_vae(vae, daem_config))
+    denoiser = UniLDiffDenoiser(unet, daff)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    time_dims = 6 * unet.config.addition_time_embed_dim
+    pooled_dim = unet.config.projection_class_embeddings_input_dim - time_dims
+
+    def meta(*shape: int) -> torch.Tensor:
+        return torch.empty(*shape, device="meta", dtype=dtype)
+
+    def denoise(batch: int, size: int) -> torch.Tensor:
+        lq = meta(batch, 3, size, size)
+        latent = meta(batch, unet.config.in_channels, size // factor, size // factor)
+        timesteps = torch.zeros(batch, dtype=torch.long, device="meta")
+        text = meta(batch, 77, unet.config.cross_attention_dim)
+        return denoiser(latent, timesteps, lq_encoder(lq), text, meta(batch, pooled_dim), meta(batch, 6))
+
+    def decode(batch: int, size: int) -> torch.Tensor:
+        with torch.no_grad():
+            skips = encode_with_skips(vae, meta(batch, 3, size, size))[1]
+        latent = meta(batch, vae.config.latent_channels, size // factor, size // factor)
+        return decoder(latent, skips).sample
+
+    def checkpointing(enabled: bool) -> None:
+        if enabled:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+
+    stages = [
+        StageModules("train_daff", (daff,), (unet, lq_encoder), denoise),
+        StageModules("train_joint", (lq_encoder, daff, unet), (), denoise),
+        StageModules("train_daem", (decoder,), (vae.encoder,), decode),
+    ]
+    return stages, checkpointing
