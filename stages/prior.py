@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stages import run_stage
+from stages import run_stage, write_untrained_outs
 from unildiff.params import load_section, read_params
 
 PREPARED = Path("data/prepared")
@@ -10,21 +10,6 @@ OUTPUT = Path("models/prior")
 CHECKPOINTS = Path("checkpoints/prior")
 LIVE = Path("dvclive/prior")
 ROUND_TRIP = LIVE / "round_trip.json"
-
-
-def write_untrained_outs() -> None:
-    """The ``sdxl`` preset trains nothing, but DVC needs every declared out: write them saying so.
-
-    ``checkpoints/prior`` (persist) is created empty, or kept with the ``tiny`` preset's states;
-    ``dvclive/prior/{vae,unet}`` get a ``metrics.json`` that records zero steps and empty plot folders.
-    """
-    from unildiff.utils.atomic import atomic_write_json
-
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    for phase in ("vae", "unet"):
-        (LIVE / phase / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
-        atomic_write_json(LIVE / phase / "metrics.json", {"preset": "sdxl", "trained": False, "step": 0})
-    atomic_write_json(ROUND_TRIP, {"preset": "sdxl", "trained": False})
 
 
 def main() -> None:
@@ -40,7 +25,11 @@ def main() -> None:
         from unildiff.training.sdxl import link_sdxl_prior
 
         link_sdxl_prior(prior_config.sdxl_path, OUTPUT)
-        write_untrained_outs()
+        from unildiff.utils.atomic import atomic_write_json
+
+        record = {"preset": "sdxl", "trained": False, "step": 0}
+        write_untrained_outs(CHECKPOINTS, (LIVE / "vae", LIVE / "unet"), record)
+        atomic_write_json(ROUND_TRIP, {"preset": "sdxl", "trained": False})
         print(f"prior: linked {prior_config.sdxl_path} -> {OUTPUT}")
         return
     if relaunch_with_accelerate(train_config, "stages.prior"):

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from stages import run_stage
+from stages import run_stage, write_untrained_outs
 from unildiff.params import load_section, read_params
 
 PRIOR = Path("models/prior")
@@ -36,6 +36,14 @@ def main() -> None:
     cache = load_latent_cache(CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, daff_config, seed=train_config.seed)
+    if not daff_config.fusion:  # the ablation without DAFF: nothing to pre-train
+        with atomic_dir(OUTPUT) as temporary:
+            daff.save_pretrained(temporary / "daff", safe_serialization=True)
+        write_untrained_outs(
+            CHECKPOINTS, (LIVE,), {"trained": False, "reason": "daff.fusion=false", "step": 0}
+        )
+        print("train_daff: daff.fusion=false (ablation without DAFF), nothing trained")
+        return
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
     result = train_daff(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key

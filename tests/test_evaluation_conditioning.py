@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 
 import pytest
 import torch
@@ -47,6 +48,8 @@ def test_zero_initialised_daff_has_no_lq_or_daff_gap(model_and_cache) -> None:
 
 class LQEcho(torch.nn.Module):
     """A stand-in DAFF whose residual is f^LQ's channel mean: it certainly reads the LQ image."""
+
+    config = types.SimpleNamespace(fusion=True)  # as DAFF.config: the denoiser hooks it into the UNet
 
     def forward(self, hidden, lq_features, timestep, encoder_hidden_states):
         return lq_features.mean(1, keepdim=True).expand_as(hidden)

@@ -95,15 +95,25 @@ def test_read_per_image_names_the_broken_file(tmp_path: Path) -> None:
 
 
 def test_cli_writes_both_reports_and_refuses_a_bad_ablation(tmp_path: Path) -> None:
-    runs = [str(write_run(tmp_path / f"seed{i}.csv", 1.0, seed=i)) for i in range(2)]
-    ablation = write_run(tmp_path / "no_daem.csv", 0.0)
+    runs = [str(write_run(tmp_path / f"seed{i}.csv", 1.0 + 2.0 * i, seed=i)) for i in range(2)]
+    (tmp_path / "no_daem").mkdir()
+    ablation = write_run(tmp_path / "no_daem" / "seed1.csv", 2.5)
     output, json_output = tmp_path / "out" / "seeds.md", tmp_path / "out" / "seeds.json"
     arguments = ["seed-report", *runs, "--ablation", f"no_daem={ablation}", "--draws", "200"]
     result = CliRunner().invoke(app, [*arguments, "--output", str(output), "--json-output", str(json_output)])
     assert result.exit_code == 0, result.output
     payload = json.loads(json_output.read_text())
     assert payload["runs"] == ["seed0", "seed1"]
-    assert any(item["reference"] == "no_daem (trained)" for item in payload["intervals"])
-    assert "restored − no_daem (trained)" in output.read_text()
+    # Paired with the full run of the same seed (seed1: +3.0), not the mean of both seeds (+2.0).
+    (interval,) = [
+        item
+        for item in payload["intervals"]
+        if item["reference"] == "no_daem (trained, seed1)" and item["metric"] == "psnr"
+    ]
+    assert interval["mean"] == pytest.approx(0.5, abs=0.06)
+    assert "restored − no_daem (trained, seed1)" in output.read_text()
     result = CliRunner().invoke(app, ["seed-report", *runs, "--ablation", "no_daem"])
     assert result.exit_code == 1 and "NAME=CSV" in result.output
+    stray = write_run(tmp_path / "no_daem" / "seed7.csv", 2.5)
+    result = CliRunner().invoke(app, ["seed-report", *runs, "--ablation", f"no_daem={stray}"])
+    assert result.exit_code == 1 and "['seed7'] have no full-model run" in result.output

@@ -63,6 +63,26 @@ def test_identity_at_initialisation(model):
     assert not any("daff" in key for key in model.unet.state_dict())
 
 
+def test_fusion_off_is_the_bare_unet_and_round_trips(tmp_path):
+    """``daff.fusion: false`` (the ablation without DAFF): the denoiser is the bare UNet."""
+    torch.manual_seed(0)
+    config = DAFFConfig(width=16, num_heads=2, patch_size=2, fusion=False)
+    model = build_model(build_tiny_prior(PriorConfig(), seed=0), config, SMOKE_DAEM)
+    _perturb_zero_inits(model)  # a fused DAFF would now change the prediction
+    lq, sample, timestep, embeds, pooled, time_ids = _inputs(model)
+    with torch.no_grad():
+        lq_features = model.lq_encoder(lq)
+        denoised = model.denoiser()(sample, timestep, lq_features, embeds, pooled, time_ids)
+        bare = model.unet(
+            sample, timestep, embeds, added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}
+        ).sample
+        torch.testing.assert_close(denoised, bare, rtol=0, atol=0)
+        hidden = model.unet.conv_in(sample)
+        assert model.daff(hidden, lq_features, timestep, embeds).abs().max() == 0
+    model.daff.save_pretrained(tmp_path / "daff")
+    assert DAFF.from_pretrained(tmp_path / "daff").config.fusion is False
+
+
 def _set_trainable(model, trainable):
     for module in (
         model.prior.vae,

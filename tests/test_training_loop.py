@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,47 @@ def test_gradient_accumulation_and_ema_run(tmp_path: Path) -> None:
         (lambda: Stage1bConfig(lr_lq_encoder=0.0), "stage1b.lr_lq_encoder"),
         (lambda: TrainConfig(crop_size=60), "train.crop_size"),
         (lambda: TrainConfig(mixed_precision="fp8"), "train.mixed_precision"),
+        (lambda: TrainConfig(optimizer="sgd"), "train.optimizer"),
     ],
 )
 def test_bad_params_name_the_param(factory, param: str) -> None:
     with pytest.raises(ConfigError, match=param.replace(".", r"\.")):
         factory()
+
+
+class WideObjective(ToyObjective):
+    """ToyObjective with a parameter large enough (>= 4096 values) for bitsandbytes to keep 8-bit moments."""
+
+    def __init__(self, kill_after: int | None = None) -> None:
+        super().__init__(kill_after=kill_after)
+        self.wide = torch.nn.Parameter(torch.linspace(-1, 1, 8192))
+
+    def forward(self, batch: ToyBatch, generator: torch.Generator) -> ObjectiveOutput:
+        output = super().forward(batch, generator)
+        return ObjectiveOutput(loss=output.loss + 1e-3 * (self.wide**2).mean(), terms=output.terms)
+
+
+def make_wide_run(tmp_path: Path, steps: int, objective: WideObjective) -> TrainingRun:
+    run = make_run(tmp_path, steps, objective)
+    parameters = (*objective.trained.parameters(), objective.wide)
+    return dataclasses.replace(run, param_groups=[ParamGroup("trained", parameters, 1e-2)])
+
+
+def test_8bit_adamw_keeps_8bit_state_and_resumes_exactly(tmp_path: Path) -> None:
+    pytest.importorskip("bitsandbytes", reason="train.optimizer=adamw_8bit needs bitsandbytes")
+    config = dataclasses.replace(CONFIG, optimizer="adamw_8bit")
+    straight = make_wide_run(tmp_path / "a", 6, WideObjective())
+    train(straight, config)
+    saved = load_file(str(straight.checkpoint_dir / "optimizer.safetensors"))
+    assert any(tensor.dtype == torch.uint8 for tensor in saved.values())  # 8-bit moments, not fp32
+    killed = make_wide_run(tmp_path / "b", 6, WideObjective(kill_after=4))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, config)
+    resumed_objective = WideObjective()
+    result = train(make_wide_run(tmp_path / "b", 6, resumed_objective), config)
+    assert result.start_step == 3 and result.steps == 6
+    torch.testing.assert_close(resumed_objective.wide, straight.objective.wide, rtol=0, atol=0)
+    torch.testing.assert_close(resumed_objective.trained.weight, straight.objective.trained.weight)
+    # A state written by torch's AdamW is not resumed by the 8-bit one: the optimizer is in the fingerprint.
+    other = make_wide_run(tmp_path / "b", 6, WideObjective())
+    assert train(other, CONFIG).start_step == 0

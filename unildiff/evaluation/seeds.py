@@ -247,12 +247,15 @@ def seed_report(
         lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
     lines += ["", "## Paired differences (per image, averaged over runs; 95 % bootstrap over images)", ""]
     lines += ["| difference | metric | mean | 95 % interval | excludes 0 |", "|---|---|---|---|---|"]
-    comparisons = [(variant, reference, None) for variant, reference in DEFAULT_COMPARISONS]
-    comparisons += [("restored", f"{name} (trained)", ablation) for name, ablation in ablations.items()]
-    for variant, reference, reference_runs in comparisons:
+    comparisons = [(variant, reference, runs, None) for variant, reference in DEFAULT_COMPARISONS]
+    for name, ablation in ablations.items():
+        paired = matching_runs(runs, ablation)
+        label = f"{name} (trained, {', '.join(run.name for run in paired)})"
+        comparisons.append(("restored", label, paired, ablation))
+    for variant, reference, full_runs, reference_runs in comparisons:
         for metric in metrics:
             reference_row = "restored" if reference_runs is not None else reference
-            interval = compare(runs, variant, reference_row, metric, reference_runs, draws)
+            interval = compare(full_runs, variant, reference_row, metric, reference_runs, draws)
             if interval is None:
                 continue
             payload["intervals"].append(
@@ -266,6 +269,26 @@ def seed_report(
     lines += ["", "## Issue 12 checks", ""]
     lines += [f"- {'pass' if passed else 'FAIL'}: {name}" for name, passed in payload["checks"].items()]
     return "\n".join(lines) + "\n", payload
+
+
+def matching_runs(runs: Sequence[RunScores], ablation: Sequence[RunScores]) -> list[RunScores]:
+    """The full-model runs of the seeds a trained ablation was run for.
+
+    An ablation run named ``NAME:seed0`` (the CSV's stem after the colon) is compared with the full run
+    ``seed0``, so an ablation trained for one seed is not held against the mean of other seeds.
+
+    Raises:
+        DataError: an ablation run names a seed that has no full-model run.
+    """
+    by_name = {run.name: run for run in runs}
+    stems = [run.name.partition(":")[2] or run.name for run in ablation]
+    missing = [stem for stem in stems if stem not in by_name]
+    if missing:
+        raise DataError(
+            f"trained ablation runs {missing} have no full-model run of the same name "
+            f"(full runs: {sorted(by_name)}); name the CSVs after the seed, e.g. seed0.csv"
+        )
+    return [by_name[stem] for stem in stems]
 
 
 def restoration_checks(runs: Sequence[RunScores], tables: dict) -> dict[str, bool]:

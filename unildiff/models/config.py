@@ -109,6 +109,8 @@ class DAFFConfig:
         patch_size: Side of the square latent patches that become one token.
         normalize_lq: ``tiny`` only: GroupNorm f^LQ before its embedding (paper: off).
         lq_residual: ``tiny`` only: per-position LQ path into the output projection (paper: off).
+        fusion: ``False`` is the ablation without DAFF (paper Table 5, "no fusion"): DAFF adds nothing,
+            the denoiser is the bare UNet, stage 1a trains nothing and stage 1b fine-tunes the UNet alone.
     """
 
     width: int = 64
@@ -118,6 +120,7 @@ class DAFFConfig:
     patch_size: int = 1
     normalize_lq: bool = False
     lq_residual: bool = False
+    fusion: bool = True
 
     def validate(self) -> DAFFConfig:
         for name in ("width", "num_heads", "patch_size"):

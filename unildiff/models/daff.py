@@ -52,6 +52,8 @@ class DAFF(ModelMixin, ConfigMixin):
         lq_residual: Add the LQ stream's output tokens to the HQ stream at the same positions before the
             zero-initialised output projection (``tiny`` only). The paper does not say how the 2N fused
             tokens become N; this per-position path lets a small model read f^LQ (docs/model.md).
+        fusion: ``False`` for the ablation without DAFF: :meth:`forward` returns zeros and
+            :class:`~unildiff.models.denoiser.UniLDiffDenoiser` leaves the UNet bare.
     """
 
     @register_to_config
@@ -68,10 +70,18 @@ class DAFF(ModelMixin, ConfigMixin):
         rope_theta: int = 10000,
         normalize_lq: bool = False,
         lq_residual: bool = False,
+        fusion: bool = True,
     ):
         super().__init__()
         DAFFConfig(
-            width, num_double_blocks, num_single_blocks, num_heads, patch_size, normalize_lq, lq_residual
+            width,
+            num_double_blocks,
+            num_single_blocks,
+            num_heads,
+            patch_size,
+            normalize_lq,
+            lq_residual,
+            fusion,
         ).validate()
         head_dim = width // num_heads
         self.lq_norm = nn.GroupNorm(1, lq_channels) if normalize_lq else None
@@ -110,6 +120,7 @@ class DAFF(ModelMixin, ConfigMixin):
             patch_size=config.patch_size,
             normalize_lq=config.normalize_lq,
             lq_residual=config.lq_residual,
+            fusion=config.fusion,
         )
 
     def _rotary(self, grid_height: int, grid_width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
@@ -136,8 +147,10 @@ class DAFF(ModelMixin, ConfigMixin):
             encoder_hidden_states: Text embedding c, (B, L, text_dim).
 
         Returns:
-            residual, (B, C, h, w); exactly zero at initialisation.
+            residual, (B, C, h, w); exactly zero at initialisation, and always with ``fusion`` off.
         """
+        if not self.config.fusion:
+            return torch.zeros_like(hidden)
         batch, channels, _, _ = hidden.shape
         patch = self.config.patch_size
         hq = self.hq_embed(hidden)

@@ -39,6 +39,10 @@ class DecoderOutput(BaseOutput):
     expert_usage: torch.Tensor
 
 
+def _call(module: nn.Module, *args: torch.Tensor):
+    return module(*args)
+
+
 def skip_level(up_block: int, num_levels: int) -> int:
     """The encoder skip level whose resolution equals decoder up block ``up_block``'s output."""
     return num_levels - 1 - min(up_block + 1, num_levels - 1)
@@ -47,8 +51,12 @@ def skip_level(up_block: int, num_levels: int) -> int:
 class DAEMDecoder(ModelMixin, ConfigMixin):
     """``post_quant_conv`` + VAE ``Decoder`` (same keys as ``AutoencoderKL``) + DAEM blocks.
 
-    At initialisation (zero DAEM scales) it decodes exactly like ``vae.decode``.
+    At initialisation (zero DAEM scales) it decodes exactly like ``vae.decode``. With diffusers'
+    ``enable_gradient_checkpointing()`` the mid block, the up blocks and the DAEM blocks recompute their
+    activations in backward (``train.gradient_checkpointing``).
     """
+
+    _supports_gradient_checkpointing = True
 
     @register_to_config
     def __init__(
@@ -171,15 +179,18 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
         if self.post_quant_conv is not None:
             hidden = self.post_quant_conv(hidden)
         decoder = self.decoder
-        hidden = decoder.mid_block(decoder.conv_in(hidden))
+        # diffusers' switch lives on the wrapped Decoder; its own forward is not used here.
+        checkpointed = torch.is_grad_enabled() and decoder.gradient_checkpointing
+        call = decoder._gradient_checkpointing_func if checkpointed else _call
+        hidden = call(decoder.mid_block, decoder.conv_in(hidden))
         num_levels = len(self.config.block_out_channels)
         losses, usages = [], []
         for index, up_block in enumerate(decoder.up_blocks):
-            hidden = up_block(hidden)
+            hidden = call(up_block, hidden)
             if str(index) in self.daem_blocks:
                 skip = skips[skip_level(index, num_levels)]
                 block = self.daem_blocks[str(index)]
-                hidden, clean_logits, noisy_logits, selected = block(hidden, skip)
+                hidden, clean_logits, noisy_logits, selected = call(block, hidden, skip)
                 usages.append(selected.mean(dim=0))
                 if self.training:
                     losses.append(

@@ -28,7 +28,10 @@ class UniLDiffDenoiser(nn.Module):
         self.unet = unet
         self.daff = daff
         self._conditioning: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._hook = unet.conv_in.register_forward_hook(self._add_daff_residual)
+        # With ``daff.config.fusion`` off (the ablation without DAFF) the UNet stays bare: no hook, no cost.
+        self._hook = (
+            unet.conv_in.register_forward_hook(self._add_daff_residual) if daff.config.fusion else None
+        )
 
     def _add_daff_residual(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         if self._conditioning is None:  # the UNet is called on its own: leave it bare
@@ -38,7 +41,8 @@ class UniLDiffDenoiser(nn.Module):
 
     def remove_hook(self) -> None:
         """Detach from ``unet.conv_in`` (the denoiser is unusable afterwards)."""
-        self._hook.remove()
+        if self._hook is not None:
+            self._hook.remove()
 
     def forward(
         self,

@@ -3,7 +3,8 @@
 A state directory (``checkpoints/<stage>/`` or a sub-folder of it) holds:
 
 - ``model.safetensors``: the trainable parameters, by their name in the training objective;
-- ``optimizer.safetensors``: the optimizer's per-parameter tensors (``<index>.<name>``, e.g. ``3.exp_avg``);
+- ``optimizer.safetensors``: the optimizer's per-parameter tensors (``<index>.<name>``, e.g. ``3.exp_avg``;
+  nested state, such as bitsandbytes' 8-bit AdamW keeps, as ``<index>.<name>/<key>``);
 - ``ema.safetensors``: the EMA shadow parameters (only with ``train.use_ema``);
 - ``state.json``: the step, the config fingerprint, the optimizer's param groups and scalar state,
   the lr scheduler's state and the EMA counters.
@@ -71,26 +72,43 @@ def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: parameter for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
+def _walk(value: Any, path: str) -> list[tuple[str, Any]]:
+    """(path, leaf) pairs of a per-parameter optimizer state; nested dicts (bitsandbytes' 8-bit
+    ``__bnb_optimizer_quant_state__``) get ``/``-joined paths."""
+    if isinstance(value, dict):
+        return [item for key, inner in value.items() for item in _walk(inner, f"{path}/{key}")]
+    return [(path, value)]
+
+
+def _place(target: dict[str, Any], path: str, value: Any) -> None:
+    *parents, leaf = path.split("/")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+    target[leaf] = value
+
+
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     state_dict = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, parameter_state in state_dict["state"].items():
         for key, value in parameter_state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous().clone()
-            else:
-                scalars.setdefault(str(index), {})[key] = _jsonable(value)
+            for path, leaf in _walk(value, key):
+                if isinstance(leaf, torch.Tensor):
+                    tensors[f"{index}.{path}"] = leaf.detach().cpu().contiguous().clone()
+                else:
+                    scalars.setdefault(str(index), {})[path] = _jsonable(leaf)
     return tensors, {"param_groups": _jsonable(state_dict["param_groups"]), "scalars": scalars}
 
 
 def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for key, tensor in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = tensor
+        index, path = key.split(".", 1)
+        _place(state.setdefault(int(index), {}), path, tensor)
     for index, values in meta["scalars"].items():
-        state.setdefault(int(index), {}).update(values)
+        for path, value in values.items():
+            _place(state.setdefault(int(index), {}), path, value)
     groups = []
     for group in meta["param_groups"]:
         group = dict(group)

@@ -16,6 +16,7 @@ MIXED_PRECISION_MODES = ("fp32", "fp16", "bf16")
 #: readers take an unquoted ``no`` for a boolean, and DVC writes it unquoted (YAML 1.2).
 ACCELERATE_MIXED_PRECISION = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}
 RESUME_MODES = ("auto", "strict", "never")
+OPTIMIZERS = ("adamw", "adamw_8bit")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 LATENT_SOURCES = ("clean", "denoised")
@@ -65,6 +66,11 @@ class TrainConfig:
         prompt_dropout: Probability that a prompt is replaced by ``""`` (classifier-free guidance).
         log_every: dvclive logging period in optimizer steps.
         encode_batch_size: Batch size of the frozen-encoder passes (latent cache).
+        optimizer: ``adamw`` (torch) | ``adamw_8bit`` (bitsandbytes' AdamW8bit: 8-bit moments, about a
+            quarter of AdamW's state; docs/scaling.md).
+        gradient_checkpointing: Recompute activations in backward instead of keeping them, through
+            diffusers' own switch (``enable_gradient_checkpointing``) on every trained or back-propagated
+            diffusers module: the UNet, the VAE and the DAEM decoder. Same result, less memory, more time.
     """
 
     seed: int = 0
@@ -81,8 +87,12 @@ class TrainConfig:
     prompt_dropout: float = 0.2
     log_every: int = 5
     encode_batch_size: int = 16
+    optimizer: str = "adamw"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.mixed_precision not in MIXED_PRECISION_MODES:
             raise ConfigError(
                 f"train.mixed_precision must be one of {MIXED_PRECISION_MODES}, got {self.mixed_precision!r}"

@@ -30,7 +30,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from unildiff.errors import UniLDiffError
+from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.training.checkpoint import load_training_state, save_training_state
 from unildiff.training.config import ACCELERATE_MIXED_PRECISION, TrainConfig
 
@@ -192,7 +192,11 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     accelerator = accelerator or make_accelerator(config)
     objective = run.objective.to(accelerator.device)
     groups = [{"params": list(g.parameters), "lr": g.lr, "name": g.name} for g in run.param_groups]
-    optimizer = torch.optim.AdamW(groups, weight_decay=run.weight_decay)
+    optimizer = make_optimizer(groups, run.weight_decay, config.optimizer)
+    if config.gradient_checkpointing:
+        switched = enable_gradient_checkpointing(objective)
+        if accelerator.is_main_process:
+            print(f"{run.stage}: gradient checkpointing in {', '.join(switched) or 'no module'}")
     lr_scheduler = get_scheduler(
         run.lr_schedule, optimizer, num_warmup_steps=run.warmup_steps, num_training_steps=run.steps
     )
@@ -313,6 +317,41 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     )
 
 
+def make_optimizer(groups: list[dict[str, Any]], weight_decay: float, name: str) -> torch.optim.Optimizer:
+    """AdamW over ``groups``: torch's, or bitsandbytes' 8-bit AdamW (``train.optimizer: adamw_8bit``).
+
+    Raises:
+        ConfigError: ``adamw_8bit`` without bitsandbytes installed.
+    """
+    if name == "adamw_8bit":
+        try:
+            import bitsandbytes
+        except ImportError as error:
+            raise ConfigError(
+                "train.optimizer=adamw_8bit needs bitsandbytes (pip install bitsandbytes)"
+            ) from error
+        return bitsandbytes.optim.AdamW8bit(groups, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+
+
+def enable_gradient_checkpointing(objective: torch.nn.Module) -> list[str]:
+    """Switch on diffusers' gradient checkpointing in every module of ``objective`` that supports it.
+
+    Returns:
+        The class names of the modules switched (for the log).
+    """
+    from diffusers import ModelMixin
+
+    switched: dict[str, str] = {}
+    for name, module in objective.named_modules():
+        # An outer module's switch covers the modules inside it ("" is the objective itself).
+        inside = any(outer == "" or name.startswith(f"{outer}.") for outer in switched)
+        if not inside and isinstance(module, ModelMixin) and module._supports_gradient_checkpointing:
+            module.enable_gradient_checkpointing()
+            switched[name] = type(module).__name__
+    return list(switched.values())
+
+
 def _train_fingerprint(config: TrainConfig) -> dict[str, Any]:
     # Settings that change the result; checkpoint/log periods and the resume mode do not.
     return {
@@ -324,6 +363,7 @@ def _train_fingerprint(config: TrainConfig) -> dict[str, Any]:
         "use_ema": config.use_ema,
         "ema_decay": config.ema_decay,
         "prompt_dropout": config.prompt_dropout,
+        "optimizer": config.optimizer,
     }
 
 

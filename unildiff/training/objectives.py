@@ -337,6 +337,8 @@ class DecoderObjective(torch.nn.Module):
             flip) drawn each step (:func:`random_crop_flip`); 0 = whole.
         latents: ``None`` decodes the cached clean latents (the paper); an :class:`OneStepLatents`
             decodes the stage-1 denoiser's one-step restoration of the LQ image instead (``tiny``).
+        upcast: Decode in fp32 with autocast off (``train.mixed_precision: fp16`` with a VAE whose
+            config sets ``force_upcast``, as SDXL's does: its decoder overflows in fp16).
     """
 
     def __init__(
@@ -347,17 +349,22 @@ class DecoderObjective(torch.nn.Module):
         lambda2: float,
         crop_size: int = 0,
         latents: OneStepLatents | None = None,
+        upcast: bool = False,
     ):
         super().__init__()
         self.decoder, self.skip_encoder, self.lambda1, self.lambda2 = decoder, skip_encoder, lambda1, lambda2
-        self.crop_size, self.latents = crop_size, latents
+        self.crop_size, self.latents, self.upcast = crop_size, latents, upcast
 
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> ObjectiveOutput:
         batch = random_crop_flip(batch, self.crop_size, generator)
         with torch.no_grad():
             skips = tuple(skip.detach() for skip in self.skip_encoder(batch.lq))
         latents = batch.gt_latents if self.latents is None else self.latents(batch, generator)
-        output = self.decoder(latents, skips)
+        if self.upcast:
+            with torch.autocast(latents.device.type, enabled=False):
+                output = self.decoder(latents.float(), tuple(skip.float() for skip in skips))
+        else:
+            output = self.decoder(latents, skips)
         restored = output.sample.float()
         l1 = (restored - batch.gt).abs().mean()
         structure = ssim((restored.clamp(-1, 1) + 1) / 2, (batch.gt + 1) / 2)

@@ -8,7 +8,7 @@ UNet (2.57 B parameters) costs no memory or time to "run". For each training sta
   AdamW (two fp32 moments) or bitsandbytes' 8-bit AdamW (two 1-byte moments);
 - activation bytes per sample: the tensors autograd saves for the backward pass, counted with
   ``torch.autograd.graph.saved_tensors_hooks`` during one forward pass on ``meta`` tensors at the planned
-  image size, with and without the UNet's gradient checkpointing (diffusers' own switch).
+  image size, with and without gradient checkpointing of the UNet and the DAEM decoder (diffusers' switch).
 
 Assumptions, stated in the output too: trainable weights are fp32 master weights (4 B), frozen weights
 are held in the mixed-precision dtype (2 B for bf16); gradients are fp32; activations are counted in the
@@ -58,7 +58,7 @@ class StagePlan:
         frozen_parameters: Parameters held frozen.
         state_bytes: ``{strategy: {"weights", "gradients", "optimizer"}}`` bytes per GPU.
         activation_bytes: Saved-for-backward bytes per sample without gradient checkpointing.
-        checkpointed_activation_bytes: The same with the UNet's gradient checkpointing on.
+        checkpointed_activation_bytes: The same with gradient checkpointing on (UNet, DAEM decoder).
     """
 
     stage: str
@@ -151,7 +151,7 @@ def plan_stage(
         image_size: Training crop side in pixels (512 for the paper).
         gpus: Data-parallel processes.
         optimizer: ``adamw`` or ``adamw_8bit``.
-        checkpointing: Switches the UNet's gradient checkpointing on (``True``) or off.
+        checkpointing: Switches gradient checkpointing (UNet, DAEM decoder) on (``True``) or off.
         frozen_bytes: Bytes per frozen parameter.
     """
     for module in modules.trainable:
@@ -205,8 +205,9 @@ def format_plan(plans: list[StagePlan], gpus: int, optimizer: str, image_size: i
         "",
         "Trainable weights fp32 (master), frozen weights in the training dtype, gradients fp32.",
         "Activations: tensors saved for backward per sample, counted on the meta device (an estimate: no",
-        "allocator fragmentation, temporary buffers or kernel workspaces). ckpt = the UNet's gradient",
-        f"checkpointing. Micro-batch × accumulation = {per_gpu} samples per GPU and optimizer step.",
+        "allocator fragmentation, temporary buffers or kernel workspaces; with ckpt, the recomputation of",
+        "one block in backward is not counted). ckpt = train.gradient_checkpointing (UNet, DAEM decoder).",
+        f"Micro-batch × accumulation = {per_gpu} samples per GPU and optimizer step.",
         "",
         "| stage | trainable | frozen | strategy | weights | gradients | optimizer | activations/sample "
         "(no ckpt / ckpt) | micro-batch × accumulation (no ckpt / ckpt) |",
@@ -245,7 +246,8 @@ def stage_modules(
         dtype: Module and activation dtype of the estimate.
 
     Returns:
-        The stages ``train_daff``, ``train_joint``, ``train_daem`` and the UNet's checkpointing switch.
+        The stages ``train_daff``, ``train_joint``, ``train_daem`` and the checkpointing switch of the UNet
+        and the DAEM decoder (``train.gradient_checkpointing``).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
@@ -293,11 +295,12 @@ def stage_modules(
         latent = meta(batch, vae.config.latent_channels, size // factor, size // factor)
         return decoder(latent, skips).sample
 
-    def checkpointing(enabled: bool) -> None:
-        if enabled:
-            unet.enable_gradient_checkpointing()
-        else:
-            unet.disable_gradient_checkpointing()
+    def checkpointing(enabled: bool) -> None:  # train.gradient_checkpointing: the UNet and the DAEM decoder
+        for module in (unet, decoder):
+            if enabled:
+                module.enable_gradient_checkpointing()
+            else:
+                module.disable_gradient_checkpointing()
 
     stages = [
         StageModules("train_daff", (daff,), (unet, lq_encoder), denoise),

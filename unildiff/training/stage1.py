@@ -142,7 +142,8 @@ def train_joint(
 ) -> TrainingResult:
     """Stage 1b: train the LQ encoder (``lr_lq_encoder``) and DAFF + UNet (``lr_denoiser``), cosine decay.
 
-    The VAE and the text encoders stay frozen. Arguments as :func:`train_daff` (``daff`` comes from 1a;
+    The VAE and the text encoders stay frozen. With ``daff.config.fusion`` off (the ablation without DAFF)
+    only the UNet trains. Arguments as :func:`train_daff` (``daff`` comes from 1a;
     ``checkpoint_dir`` is ``checkpoints/train_joint``); ``lq_encoder``, ``daff`` and ``prior.unet`` are
     updated in place.
     """
@@ -150,10 +151,13 @@ def train_joint(
     for module in (lq_encoder, daff, prior.unet):
         module.requires_grad_(True).train()
     objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
-    groups = [
-        ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),
-        ParamGroup("denoiser", (*daff.parameters(), *prior.unet.parameters()), config.lr_denoiser),
-    ]
+    if daff.config.fusion:
+        groups = [
+            ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),
+            ParamGroup("denoiser", (*daff.parameters(), *prior.unet.parameters()), config.lr_denoiser),
+        ]
+    else:  # the ablation without DAFF: f^LQ is unused, only the UNet learns
+        groups = [ParamGroup("denoiser", tuple(prior.unet.parameters()), config.lr_denoiser)]
     run = TrainingRun(
         stage="train_joint",
         objective=objective,

@@ -92,8 +92,10 @@ def train_daem(
         batches = LatentBatches(cache, table)
     else:
         batches = LatentBatches(cache, None)
+    # fp16 overflows in the SDXL VAE decoder (its config says force_upcast): that path runs in fp32.
+    upcast = train_config.mixed_precision == "fp16" and bool(prior.vae.config.get("force_upcast", False))
     objective = DecoderObjective(
-        decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size, latents
+        decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size, latents, upcast=upcast
     )
     settings = {key: value for key, value in decoder.config.items() if not key.startswith("_")}
     run = TrainingRun(
