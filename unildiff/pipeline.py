@@ -145,7 +145,13 @@ class LQEncoding:
 
 
 class RestorationGraphs(Protocol):
-    """The three graphs the pipeline runs; torch, ONNX Runtime and TensorRT implement them."""
+    """The three graphs the pipeline runs; torch, ONNX Runtime and TensorRT implement them.
+
+    Attributes:
+        pixel_multiple: Image sides the graphs accept are multiples of this (the pipeline pads to it).
+    """
+
+    pixel_multiple: int
 
     def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
         """Encode the LQ image [-1, 1], (B, 3, H, W)."""
@@ -242,7 +248,7 @@ class RestorationPipeline:
         prompt_encoder: encodes prompts (stays torch on every backend).
         scheduler: a diffusers scheduler (mutated by ``set_timesteps``; one pipeline per thread).
         config: sampling settings.
-        pixel_multiple: padded sides are multiples of this (defaults to ``graphs.pixel_multiple`` or 64).
+        pixel_multiple: padded sides are multiples of this (defaults to ``graphs.pixel_multiple``).
         show_progress: show a rich progress bar over the graph calls (tiles × steps) of each image
             when the caller passes no ``progress`` of its own.
     """
@@ -260,7 +266,7 @@ class RestorationPipeline:
         self.prompt_encoder = prompt_encoder
         self.scheduler = scheduler
         self.config = config
-        self.pixel_multiple = pixel_multiple or getattr(graphs, "pixel_multiple", 64)
+        self.pixel_multiple = pixel_multiple or graphs.pixel_multiple
         self.show_progress = show_progress
         for name in ("tile", "auto_tile"):
             if getattr(config, name) % self.pixel_multiple:

@@ -115,7 +115,7 @@ class TimedGraphs:
     def __init__(self, graphs, device: str) -> None:
         self.graphs = graphs
         self.device = device
-        self.pixel_multiple = getattr(graphs, "pixel_multiple", 64)
+        self.pixel_multiple = graphs.pixel_multiple
         self.seconds = 0.0
         self.calls = 0
         self.denoise_calls = 0
