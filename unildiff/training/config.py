@@ -209,13 +209,8 @@ class Stage1bConfig:
         warmup_steps: Linear warm-up before the cosine decay.
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
-        lq_start_probability: Fraction of each batch that starts from the LQ latent noised to
-            ``lq_start_timestep`` instead of the gt latent noised to a random t (``tiny`` only; paper: 0).
-            The sampler takes that start with ``sampling.start: lq`` (docs/training.md).
-        lq_start_timestep: Timestep of an LQ start (trailing sampling with ``steps`` N and ``strength``
-            1/N starts at 1000/N − 1).
-        lq_start_noise: Scale of the noise added to the LQ latent at an LQ start (``sampling.start_noise``):
-            1 noises it to the timestep (SDEdit), 0 feeds the scaled LQ latent itself (OSEDiff).
+        lq_start_probability, lq_start_timestep, lq_start_noise: The LQ start, as in
+            :class:`Stage1aConfig` (stage 2 restores its inputs from the same start).
     """
 
     steps: int = 40000
