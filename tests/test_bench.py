@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from unildiff.errors import ConfigError, MissingArtifactError
+from unildiff.errors import BackendUnavailableError, ConfigError, MissingArtifactError
 from unildiff.export.bench import PhotoBench, run_bench, write_bench
 from unildiff.export.bench_isolated import (
     ModelDirs,
@@ -206,3 +207,40 @@ def test_isolated_bench_names_the_stage_of_missing_weights(tmp_path):
 def test_rounds_need_process_isolation(tmp_path):
     with pytest.raises(ConfigError, match="bench.rounds=2 needs one process per backend"):
         run_bench(None, BenchConfig(rounds=2), None, onnx_dir=tmp_path, engine_dir=tmp_path)
+
+
+def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path, monkeypatch):
+    """TensorRT on a CPU device is skipped with its reason before any worker starts (each worker pays
+    the full import of torch and diffusers); the other backends each get their process."""
+    import subprocess
+
+    import unildiff.export.bench_isolated as isolated
+    from unildiff.pipeline import SamplingConfig
+
+    launched = []
+
+    def fake_worker(command, input, **kwargs):
+        request = json.loads(input)
+        (backend,) = request["bench"]["backends"]
+        launched.append(backend)
+        Path(request["report"]).write_text(json.dumps(_backend_report(backend, 100.0)))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(isolated, "require_trained_model", lambda *folders: None)
+    monkeypatch.setattr(isolated.subprocess, "run", fake_worker)
+    dirs = ModelDirs(prior=tmp_path / "prior", stage1=tmp_path / "stage1b", stage2=tmp_path / "stage2")
+    report = run_bench_isolated(
+        dirs,
+        BenchConfig(device="cpu"),
+        SamplingConfig(),
+        onnx_dir=tmp_path / "onnx",
+        engine_dir=tmp_path / "engines",
+    )
+    assert launched == ["torch", "onnxruntime"]
+    assert report["config"]["backends"] == ["torch", "onnxruntime", "tensorrt"]
+    assert "runs on CUDA only" in report["skipped"]["tensorrt"]
+    with pytest.raises(BackendUnavailableError, match="no backend of bench.backends can run here .tensorrt:"):
+        run_bench_isolated(
+            dirs, BenchConfig(backends=("tensorrt",)), None, onnx_dir=tmp_path, engine_dir=tmp_path
+        )
+    assert launched == ["torch", "onnxruntime"]

@@ -1,6 +1,6 @@
 """ONNX export of a fresh tiny UniLDiff: checker, ONNX-Runtime parity, dynamic sizes, ORT pipeline.
 
-The export runs once per module (about a minute on 2 CPU cores). Zero-initialised parameters (DAFF's
+The export runs once per module (about two minutes on 2 CPU cores). Zero-initialised parameters (DAFF's
 output projection, DAEM's scales) are filled with small random values first, so the graphs compute
 something non-trivial and parity means something.
 """
@@ -60,7 +60,10 @@ def exported_tiny(folder):
     model = tiny_model()
     graphs = TorchGraphs.from_model(model)
     lq = synthetic_lq()
-    config = ExportConfig(dynamic_check_size=32, graph_atol=GRAPH_ATOL)
+    # TorchScript first: the denoiser (diffusers' FluxAttention in DAFF traces shapes as constants, so
+    # its dynamic check fails) falls back to dynamo, so one export covers both exporters, in a third of
+    # the time of dynamo for every graph (tests/test_models_export.py traces the decoder with dynamo).
+    config = ExportConfig(dynamic_check_size=32, graph_atol=GRAPH_ATOL, prefer_dynamo=False)
     export_model(graphs, model.prior, lq, ["remove noise", "remove rain"], folder / "onnx", config)
     return folder / "onnx", model, graphs, lq
 
@@ -83,6 +86,8 @@ def test_every_graph_is_written_checked_and_dynamic(exported):
         first_input = model.graph.input[0].type.tensor_type.shape.dim
         assert first_input[0].dim_param, f"{name.value}: batch axis is static"
         assert manifest.exporters[name] in ("dynamo", "torchscript")
+    assert manifest.exporters[GraphName.DENOISER] == "dynamo"  # the fallback ran and passed every check
+    assert manifest.exporters[GraphName.DECODER] == "torchscript"
 
 
 def test_saved_graphs_hold_no_source_paths(exported):

@@ -37,17 +37,35 @@ def open_graphs(
     from unildiff.pipeline import Backend
 
     backend = Backend(backend)
+    check_available(backend, device)
     if backend is Backend.ONNXRUNTIME:
         from unildiff.export.ort_graphs import OnnxRuntimeGraphs
 
         config = onnxruntime or OnnxRuntimeConfig(prefer_cuda=device == "cuda")
         return OnnxRuntimeGraphs(Path(onnx_dir), config)
     if backend is Backend.TENSORRT:
-        if device != "cuda":
-            raise BackendUnavailableError(f"the tensorrt backend runs on CUDA only, got --device {device}")
         from unildiff.export.tensorrt_graphs import TensorRTGraphs
 
         return TensorRTGraphs(Path(engine_dir))
     raise ConfigError(
         "open_graphs serves onnxruntime and tensorrt; build torch graphs with TorchGraphs.from_model"
     )
+
+
+def check_available(backend, device: str) -> None:
+    """Raise when ``backend`` cannot run on ``device`` here, found without loading a model or a graph.
+
+    It catches what needs no artifacts (TensorRT on a CPU device, TensorRT not installed), so callers
+    such as the per-process bench skip such a backend without starting a process for it.
+
+    Raises:
+        BackendUnavailableError: names what is missing.
+    """
+    from unildiff.pipeline import Backend
+
+    if Backend(backend) is Backend.TENSORRT:
+        if device != "cuda":
+            raise BackendUnavailableError(f"the tensorrt backend runs on CUDA only, got --device {device}")
+        from unildiff.export.tensorrt_build import import_tensorrt
+
+        import_tensorrt()

@@ -22,7 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from unildiff.errors import UniLDiffError
+from unildiff.errors import BackendUnavailableError, UniLDiffError
+from unildiff.export.backends import check_available
 from unildiff.export.bench import PhotoBench, speedups
 from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
 from unildiff.export.timing import config_description
@@ -144,8 +145,20 @@ def run_bench_isolated(
 
     Raises:
         MissingArtifactError: a weight folder is missing (names the stage to run).
+        BackendUnavailableError: no backend of ``config.backends`` can run here (a backend that cannot
+            is otherwise skipped, with its reason, without a process).
         UniLDiffError: a worker failed (its own error is printed above, on the shared stderr).
     """
+    unavailable = {}  # backends that cannot run here get no process at all
+    for backend in config.backends:
+        try:
+            check_available(backend, config.device)
+        except BackendUnavailableError as error:
+            unavailable[backend] = str(error)
+    runnable = [backend for backend in config.backends if backend not in unavailable]
+    if not runnable:
+        reasons = "; ".join(f"{name}: {reason}" for name, reason in unavailable.items())
+        raise BackendUnavailableError(f"no backend of bench.backends can run here ({reasons})")
     require_trained_model(model_dirs.prior, model_dirs.stage1, model_dirs.stage2)
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -156,7 +169,7 @@ def run_bench_isolated(
     with tempfile.TemporaryDirectory(prefix="unildiff-bench-") as folder:
         for round_index in range(config.rounds):
             round_reports = []
-            for backend in config.backends:
+            for backend in runnable:
                 if backend in skipped:
                     round_reports.append(skipped[backend])
                     continue
@@ -184,7 +197,10 @@ def run_bench_isolated(
                     skipped[backend] = report
                 round_reports.append(report)
             rounds.append(round_reports)
-    return merge_reports(rounds)
+    report = merge_reports(rounds)
+    report["config"]["backends"] = list(config.backends)
+    report["skipped"].update(unavailable)
+    return report
 
 
 def worker_main(request_text: str) -> None:
