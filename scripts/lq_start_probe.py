@@ -28,7 +28,7 @@ from unildiff.models.prior import load_prior
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
-from unildiff.training.latents import load_latent_cache
+from unildiff.training.latent_shards import ShardedLatentCache
 from unildiff.training.loop import make_accelerator
 from unildiff.training.stage1 import build_daff, train_daff, train_joint
 
@@ -56,7 +56,7 @@ def main() -> None:
     stage1a = dataclasses.replace(load_section("stage1a", Stage1aConfig, params), steps=args.steps1a, **start)
     stage1b = dataclasses.replace(load_section("stage1b", Stage1bConfig, params), steps=args.steps1b, **start)
     prior = load_prior("models/prior")
-    cache = load_latent_cache("models/cache/latents")
+    cache = ShardedLatentCache("models/cache/latents")
     accelerator = make_accelerator(train_config)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, load_section("daff", DAFFConfig, params), train_config.seed)

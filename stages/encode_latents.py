@@ -1,4 +1,5 @@
-"""DVC stage ``encode_latents``: encode the clean train crops once with the frozen prior VAE."""
+"""DVC stage ``encode_latents``: encode the clean train crops once with the frozen prior VAE, streamed
+into shards on disk (``unildiff.training.latent_shards``)."""
 
 from pathlib import Path
 
@@ -13,17 +14,26 @@ OUTPUT = Path("models/cache/latents")
 def main() -> None:
     import time
 
+    from unildiff.data.dataset import PairedImageDataset
     from unildiff.models.prior import load_prior
     from unildiff.training.config import TrainConfig
-    from unildiff.training.latents import build_latent_cache, load_training_pairs, save_latent_cache
+    from unildiff.training.latent_shards import ShardedLatentCache, encode_dataset, write_latent_shards
+    from unildiff.training.loop import make_accelerator
 
     train_config = load_section("train", TrainConfig)
-    prior = load_prior(PRIOR)
-    pairs = load_training_pairs(PREPARED, train_config.cache_crop_size or None, train_config.seed)
+    device = make_accelerator(train_config).device
+    vae = load_prior(PRIOR).vae.to(device)
+    dataset = PairedImageDataset(
+        PREPARED, "train", crop_size=train_config.cache_crop_size or None, seed=train_config.seed
+    )
     started = time.perf_counter()
-    cache = build_latent_cache(pairs, prior.vae, train_config.encode_batch_size)
-    save_latent_cache(cache, OUTPUT)
-    print(f"encode_latents: {len(cache)} crops encoded in {time.perf_counter() - started:.1f} s -> {OUTPUT}")
+    batches = encode_dataset(dataset, vae, train_config.encode_batch_size, train_config.dataloader_workers)
+    write_latent_shards(batches, OUTPUT, train_config.latent_shard_size, float(vae.config.scaling_factor))
+    cache = ShardedLatentCache(OUTPUT)
+    print(
+        f"encode_latents: {len(cache)} crops encoded on {device} in {time.perf_counter() - started:.1f} s, "
+        f"{len(cache.shards)} shards -> {OUTPUT}"
+    )
 
 
 if __name__ == "__main__":

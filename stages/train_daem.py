@@ -29,14 +29,14 @@ def main() -> None:
     from unildiff.models.decoder import DAEMDecoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
-    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
     from unildiff.training.stage2 import train_daem
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
     prior = load_prior(PRIOR)
-    cache = load_latent_cache(CACHE)
+    cache = ShardedLatentCache(CACHE)
     decoder = DAEMDecoder.from_vae(prior.vae, daem_config, seed=train_config.seed)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
     stage1 = None

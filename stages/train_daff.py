@@ -26,14 +26,14 @@ def main() -> None:
     from unildiff.models.lq_encoder import LQEncoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
-    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
     from unildiff.training.stage1 import build_daff, train_daff
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
     prior = load_prior(PRIOR)
-    cache = load_latent_cache(CACHE)
+    cache = ShardedLatentCache(CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, daff_config, seed=train_config.seed)
     if not daff_config.fusion:  # the ablation without DAFF: nothing to pre-train

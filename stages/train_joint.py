@@ -27,7 +27,7 @@ def main() -> None:
     from unildiff.models.lq_encoder import LQEncoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
-    from unildiff.training.latents import load_latent_cache
+    from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
     from unildiff.training.stage1 import train_joint
     from unildiff.utils.atomic import atomic_dir
@@ -36,7 +36,7 @@ def main() -> None:
         raise MissingArtifactError(f"{STAGE1A / 'daff'} is missing; run `dvc repro train_daff`")
     accelerator = make_accelerator(train_config)
     prior = load_prior(PRIOR)
-    cache = load_latent_cache(CACHE)
+    cache = ShardedLatentCache(CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = DAFF.from_pretrained(STAGE1A / "daff", use_safetensors=True)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE) + digest_directory(STAGE1A)

@@ -35,8 +35,8 @@ class Data:
         self.targets = self.inputs @ torch.randn(4, 2, generator=g)
     def __len__(self):
         return 32
-    def __call__(self, indices, device):
-        return Batch(self.inputs[indices].to(device), self.targets[indices].to(device))
+    def __call__(self, indices):
+        return Batch(self.inputs[indices], self.targets[indices])
 
 class Objective(torch.nn.Module):
     def __init__(self):

@@ -32,8 +32,8 @@ class ToyData:
     def __len__(self) -> int:
         return len(self.inputs)
 
-    def __call__(self, indices: torch.Tensor, device: torch.device) -> ToyBatch:
-        return ToyBatch(self.inputs[indices].to(device), self.targets[indices].to(device))
+    def __call__(self, indices: torch.Tensor) -> ToyBatch:
+        return ToyBatch(self.inputs[indices], self.targets[indices])
 
 
 class ToyObjective(torch.nn.Module):

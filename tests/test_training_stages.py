@@ -13,7 +13,7 @@ from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.models.prior import build_tiny_prior, save_prior
 from unildiff.training.batches import LatentBatches
 from unildiff.training.config import PriorTrainConfig, Stage1aConfig, Stage1bConfig, Stage2Config, TrainConfig
-from unildiff.training.latents import TrainingPairs, build_latent_cache, load_latent_cache, save_latent_cache
+from unildiff.training.latents import TrainingPairs, build_latent_cache
 from unildiff.training.loop import make_accelerator
 from unildiff.training.objectives import DecoderObjective
 
@@ -157,7 +157,7 @@ def test_lambda2_reaches_the_loss(setup) -> None:
     prior, cache = setup
     decoder = DAEMDecoder.from_vae(prior.vae, DAEMConfig()).train()
     skips = SkipEncoder(prior.vae).requires_grad_(False)
-    batch = LatentBatches(cache, None)(torch.arange(2), torch.device("cpu"))
+    batch = LatentBatches(cache, None)(torch.arange(2))
     outputs = {}
     for lambda2 in (0.0, 0.5):
         objective = DecoderObjective(decoder, skips, lambda1=0.2, lambda2=lambda2)
@@ -185,16 +185,30 @@ def test_prior_trains_vae_and_unet_not_text_encoders(tmp_path: Path) -> None:
     ).is_file()
 
 
-def test_latent_cache_round_trip_and_missing(setup, tmp_path: Path) -> None:
+def test_encode_latents_stage_streams_the_cache_to_shards(setup, tmp_path: Path) -> None:
+    from unildiff.training.latent_shards import ShardedLatentCache, encode_dataset, write_latent_shards
+
     prior, cache = setup
-    save_latent_cache(cache, tmp_path / "latents")
-    loaded = load_latent_cache(tmp_path / "latents")
-    assert torch.equal(loaded.gt_latents, cache.gt_latents) and loaded.pairs.prompts == cache.pairs.prompts
-    assert loaded.scaling_factor == prior.vae.config.scaling_factor
+
+    class Items(torch.utils.data.Dataset):  # what PairedImageDataset yields
+        def __len__(self) -> int:
+            return len(cache)
+
+        def __getitem__(self, index: int) -> dict:
+            pairs = cache.pairs
+            return {"lq": pairs.lq[index], "gt": pairs.gt[index], "prompt": pairs.prompts[index],
+                    "task": pairs.tasks[index], "pair_id": pairs.pair_ids[index]}  # fmt: skip
+
+    batches = encode_dataset(Items(), prior.vae, batch_size=8, num_workers=0)
+    write_latent_shards(batches, tmp_path / "latents", 4, float(prior.vae.config.scaling_factor))
+    loaded = ShardedLatentCache(tmp_path / "latents")
+    everything = list(range(len(cache)))
+    assert torch.equal(loaded.read(everything).gt_latents, cache.gt_latents)
+    assert loaded.prompts == cache.prompts and loaded.scaling_factor == prior.vae.config.scaling_factor
     factor = 2 ** (len(prior.vae.config.block_out_channels) - 1)
-    assert loaded.gt_latents.shape[-1] == cache.pairs.gt.shape[-1] // factor
+    assert loaded.read([0]).gt_latents.shape[-1] == cache.pairs.gt.shape[-1] // factor
     with pytest.raises(MissingArtifactError, match="encode_latents"):
-        load_latent_cache(tmp_path / "absent")
+        ShardedLatentCache(tmp_path / "absent")
 
 
 def test_sdxl_directory_missing_a_component_is_named(setup, tmp_path: Path) -> None:

@@ -85,10 +85,10 @@ def register(app: typer.Typer) -> None:
         with reported_errors():
             from unildiff.evaluation.conditioning import conditioning_usage, format_conditioning
             from unildiff.models.bundle import load_trained_model
-            from unildiff.training.latents import load_latent_cache
+            from unildiff.training.latent_shards import ShardedLatentCache
 
             model = load_trained_model(prior, stage1, stage2)
-            rows = conditioning_usage(model, load_latent_cache(cache), num_samples=samples, seed=seed)
+            rows = conditioning_usage(model, ShardedLatentCache(cache), num_samples=samples, seed=seed)
             typer.echo(format_conditioning(rows))
 
     @app.command("check-metrics")

@@ -25,7 +25,8 @@ class PairedImageDataset(Dataset):
     Item: ``{"lq": [-1, 1] (3, H, W), "gt": [-1, 1] (3, H, W), "prompt": str, "task": str, "pair_id": str}``.
     With ``crop_size`` set, lq and gt get the same random ``crop_size`` crop, drawn from a generator
     seeded by ``(seed, epoch, index)`` so a run is reproducible; call :meth:`set_epoch` each epoch for new
-    crops. Without it, the whole image is returned.
+    crops. A pair smaller than the crop is first padded by reflection (:func:`pad_to_crop`). Without
+    ``crop_size``, the whole image is returned.
 
     Args:
         prepared_dir: the output of the ``prepare`` stage (holds ``manifest.csv``).
@@ -90,11 +91,34 @@ class PairedImageDataset(Dataset):
         self, lq: np.ndarray, gt: np.ndarray, index: int, row: ManifestRow
     ) -> tuple[np.ndarray, np.ndarray]:
         size = self.crop_size
+        lq, gt = pad_to_crop(lq, size), pad_to_crop(gt, size)
         height, width, _ = gt.shape
-        if height < size or width < size:
-            raise DataError(f"{row.gt_path} is {width}x{height}, smaller than crop_size {size}")
         rng = np.random.default_rng([self.seed, self.epoch, index])
         top = int(rng.integers(0, height - size + 1))
         left = int(rng.integers(0, width - size + 1))
         window = (slice(top, top + size), slice(left, left + size))
         return lq[window], gt[window]
+
+
+def pad_to_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """The rule for images smaller than the crop: pad by mirroring (``numpy.pad`` mode ``reflect``) up
+    to ``size`` on the short side(s), at the bottom and the right; larger sides are left as they are.
+
+    Reflecting keeps the degradation's statistics (a resize would smooth the noise of a noisy LQ and
+    change its level), and lq and gt are padded alike, so they stay in register. numpy reflects again
+    as often as needed, so an image of any size ≥ 2 px reaches the crop.
+
+    Args:
+        image: [0, 1], (H, W, 3).
+        size: Crop side in pixels.
+
+    Returns:
+        [0, 1], (max(H, size), max(W, size), 3).
+    """
+    height, width, _ = image.shape
+    if height >= size and width >= size:
+        return image
+    if min(height, width) < 2:
+        raise DataError(f"an image of {width}x{height} px cannot be padded to the {size}x{size} crop")
+    padding = ((0, max(size - height, 0)), (0, max(size - width, 0)), (0, 0))
+    return np.pad(image, padding, mode="reflect")

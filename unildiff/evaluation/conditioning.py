@@ -45,7 +45,7 @@ def conditioning_usage(
 
     Args:
         model: A loaded :class:`~unildiff.models.bundle.UniLDiffModel` (eval mode).
-        cache: A :class:`~unildiff.training.latents.LatentCache` (``models/cache/latents``): lq and gt
+        cache: A :class:`~unildiff.training.latents.LatentSource` (``models/cache/latents``): lq and gt
             [-1, 1], (N, 3, H, W), scaled gt latents (N, C, h, w) and the prompts.
         timesteps: Training timesteps to probe, each in [0, num_train_timesteps).
         num_samples: Pairs drawn (without replacement) from the cache; at least 2, so shuffling changes
@@ -69,10 +69,10 @@ def conditioning_usage(
     for timestep in timesteps:
         if not 0 <= timestep < total:
             raise ConfigError(f"timestep {timestep} outside [0, {total})")
-    table = PromptTable.from_prior(model.prior, cache.pairs.prompts)
+    table = PromptTable.from_prior(model.prior, cache.prompts)
     generator = torch.Generator().manual_seed(seed)
     indices = torch.randperm(len(cache), generator=generator)[:num_samples]
-    batch = LatentBatches(cache, table)(indices, torch.device("cpu"))
+    batch = LatentBatches(cache, table)(indices)
     device = next(model.unet.parameters()).device
     lq_features = model.lq_encoder(batch.lq.to(device))
     embeds, pooled = (tensor.to(device) for tensor in table.lookup(batch.prompt_ids, 0.0, None))

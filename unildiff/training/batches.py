@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from unildiff.errors import ConfigError
-from unildiff.training.latents import LatentCache, TrainingPairs
+from unildiff.training.latents import LatentSource, TrainingPairs
 
 
 @dataclass
@@ -151,7 +151,7 @@ class PromptTable(torch.nn.Module):
 
 
 class ImageBatches:
-    """Batch source of clean images (the prior's VAE phase)."""
+    """Batch source of clean images (the prior's VAE phase), held in memory (tiny preset only)."""
 
     def __init__(self, pairs: TrainingPairs) -> None:
         self.gt = pairs.gt
@@ -159,33 +159,31 @@ class ImageBatches:
     def __len__(self) -> int:
         return len(self.gt)
 
-    def __call__(self, indices: torch.Tensor, device: torch.device) -> ImageBatch:
-        return ImageBatch(gt=self.gt[indices].to(device))
+    def __call__(self, indices: torch.Tensor) -> ImageBatch:
+        return ImageBatch(gt=self.gt[indices])
 
 
 class LatentBatches:
-    """Batch source over a :class:`LatentCache` (prior UNet phase and stages 1a, 1b, 2).
+    """Batch source over a :class:`~unildiff.training.latents.LatentSource` (prior UNet phase, stages 1a,
+    1b, 2). Picklable, so DataLoader workers can read batches ahead of the step that needs them.
 
     Args:
-        cache: The cached pairs and latents.
+        cache: The pairs and their latents (in memory, or the shards on disk read lazily).
         table: Prompt table giving the ``prompt_ids``; ``None`` (stage 2 uses no text) gives zeros.
     """
 
-    def __init__(self, cache: LatentCache, table: PromptTable | None) -> None:
+    def __init__(self, cache: LatentSource, table: PromptTable | None) -> None:
         self.cache = cache
         if table is None:
             self.prompt_ids = torch.zeros(len(cache), dtype=torch.long)
         else:
-            self.prompt_ids = table.ids(cache.pairs.prompts)
+            self.prompt_ids = table.ids(cache.prompts)
 
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __call__(self, indices: torch.Tensor, device: torch.device) -> LatentBatch:
-        pairs = self.cache.pairs
+    def __call__(self, indices: torch.Tensor) -> LatentBatch:
+        rows = self.cache.read(indices)
         return LatentBatch(
-            lq=pairs.lq[indices].to(device),
-            gt=pairs.gt[indices].to(device),
-            gt_latents=self.cache.gt_latents[indices].to(device),
-            prompt_ids=self.prompt_ids[indices].to(device),
+            lq=rows.lq, gt=rows.gt, gt_latents=rows.gt_latents, prompt_ids=self.prompt_ids[indices]
         )

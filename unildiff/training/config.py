@@ -71,6 +71,11 @@ class TrainConfig:
         gradient_checkpointing: Recompute activations in backward instead of keeping them, through
             diffusers' own switch (``enable_gradient_checkpointing``) on every trained or back-propagated
             diffusers module: the UNet, the VAE and the DAEM decoder. Same result, less memory, more time.
+        dataloader_workers: Processes that read training batches from the latent shards ahead of the
+            step (and decode the images for ``encode_latents``); 0 reads in the training process. The
+            batches are the same either way.
+        latent_shard_size: Pairs per shard file of the latent cache (``encode_latents`` holds one shard
+            in memory while it writes).
     """
 
     seed: int = 0
@@ -89,6 +94,8 @@ class TrainConfig:
     encode_batch_size: int = 16
     optimizer: str = "adamw"
     gradient_checkpointing: bool = False
+    dataloader_workers: int = 0
+    latent_shard_size: int = 256
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -105,9 +112,16 @@ class TrainConfig:
             raise ConfigError(
                 f"train.cache_crop_size must be 0 or >= train.crop_size, got {self.cache_crop_size!r}"
             )
-        for name in ("gradient_accumulation_steps", "checkpoint_every", "log_every", "encode_batch_size"):
+        for name in (
+            "gradient_accumulation_steps",
+            "checkpoint_every",
+            "log_every",
+            "encode_batch_size",
+            "latent_shard_size",
+        ):
             _positive("train", name, getattr(self, name))
         _non_negative("train", "max_grad_norm", self.max_grad_norm)
+        _non_negative("train", "dataloader_workers", self.dataloader_workers)
         _fraction("train", "ema_decay", self.ema_decay)
         _fraction("train", "prompt_dropout", self.prompt_dropout)
 

@@ -1,27 +1,22 @@
-"""Training pairs in memory and the cached clean latents of the frozen-encoder stages.
+"""Training pairs in memory, the frozen VAE's latents of them, and the row interface training reads.
 
-Every training stage after ``prior`` keeps the VAE encoder frozen, so ``encode(gt)`` is computed once,
-by the ``encode_latents`` stage, for fixed crops of the train split (the tiny patches are 64×64 already,
-so the crop is the whole patch), and stored in ``models/cache/latents/``:
-
-- ``pairs.safetensors``: ``lq`` and ``gt`` [-1, 1] (N, 3, S, S) and ``gt_latents`` (N, C, S/8, S/8),
-  scaled latents ``vae.encode(gt).latent_dist.mode() * vae.config.scaling_factor``;
-- ``index.json``: prompts, tasks and pair ids in the same order, the crop size and the scaling factor.
-
-DVC keys the cache by its deps (``data/prepared`` and ``models/prior``): either changing re-encodes.
+The ``encode_latents`` stage streams the train split's latents to disk in shards
+(:mod:`unildiff.training.latent_shards`); the stages after it read them through
+:class:`~unildiff.training.latent_shards.ShardedLatentCache`. The tiny prior's own UNet phase, which
+runs before that stage exists, keeps its small cache in memory (:class:`InMemoryLatentCache`). Both
+satisfy :class:`LatentSource`.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from unildiff.errors import DataError, MissingArtifactError
-from unildiff.utils.atomic import atomic_dir, atomic_write_json
+from unildiff.errors import DataError
 
 CACHE_STAGE = "encode_latents"
 
@@ -49,12 +44,40 @@ class TrainingPairs:
 
 
 @dataclass(frozen=True)
-class LatentCache:
-    """Training pairs with the frozen VAE's scaled latents of ``gt``.
+class LatentRows:
+    """Some pairs of a latent cache, as CPU tensors.
+
+    Attributes:
+        lq: Degraded images, [-1, 1], (B, 3, S, S), float32.
+        gt: Clean images, [-1, 1], (B, 3, S, S), float32.
+        gt_latents: Scaled latents of ``gt``, (B, C, S/f, S/f), float32 (f: the VAE factor).
+    """
+
+    lq: torch.Tensor
+    gt: torch.Tensor
+    gt_latents: torch.Tensor
+
+
+class LatentSource(Protocol):
+    """The train pairs with their latents, read by index (in memory or from the shards on disk)."""
+
+    prompts: tuple[str, ...]
+    tasks: tuple[str, ...]
+    pair_ids: tuple[str, ...]
+    scaling_factor: float
+
+    def __len__(self) -> int: ...
+
+    def read(self, indices: Sequence[int] | torch.Tensor) -> LatentRows: ...
+
+
+@dataclass(frozen=True)
+class InMemoryLatentCache:
+    """Training pairs with the frozen VAE's scaled latents of ``gt``, held in memory.
 
     Attributes:
         pairs: The images, prompts and ids.
-        gt_latents: Scaled latents of ``pairs.gt``, (N, C, S/8, S/8).
+        gt_latents: Scaled latents of ``pairs.gt``, (N, C, S/f, S/f).
         scaling_factor: ``vae.config.scaling_factor`` the latents were scaled with.
     """
 
@@ -64,6 +87,24 @@ class LatentCache:
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return self.pairs.prompts
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return self.pairs.tasks
+
+    @property
+    def pair_ids(self) -> tuple[str, ...]:
+        return self.pairs.pair_ids
+
+    def read(self, indices: Sequence[int] | torch.Tensor) -> LatentRows:
+        """The pairs ``indices`` in that order."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        pairs = self.pairs
+        return LatentRows(lq=pairs.lq[indices], gt=pairs.gt[indices], gt_latents=self.gt_latents[indices])
 
 
 def load_training_pairs(prepared_dir: str | Path, crop_size: int | None, seed: int) -> TrainingPairs:
@@ -135,66 +176,11 @@ def encode_latents(vae: torch.nn.Module, images: torch.Tensor, batch_size: int) 
     return torch.cat(chunks) * vae.config.scaling_factor
 
 
-def build_latent_cache(pairs: TrainingPairs, vae: torch.nn.Module, batch_size: int) -> LatentCache:
-    """Encode ``pairs.gt`` once with the frozen VAE."""
+def build_latent_cache(pairs: TrainingPairs, vae: torch.nn.Module, batch_size: int) -> InMemoryLatentCache:
+    """Encode ``pairs.gt`` once with the frozen VAE, in memory (the tiny prior's UNet phase)."""
     was_training = vae.training
     vae.eval()
     latents = encode_latents(vae, pairs.gt, batch_size)
     vae.train(was_training)
-    return LatentCache(pairs=pairs, gt_latents=latents, scaling_factor=float(vae.config.scaling_factor))
-
-
-def save_latent_cache(cache: LatentCache, directory: str | Path) -> Path:
-    """Write ``cache`` atomically to ``directory`` (safetensors + JSON)."""
-    directory = Path(directory)
-    pairs = cache.pairs
-    with atomic_dir(directory) as temporary:
-        tensors = {
-            "lq": pairs.lq.contiguous(),
-            "gt": pairs.gt.contiguous(),
-            "gt_latents": cache.gt_latents.contiguous(),
-        }
-        save_file(tensors, str(temporary / "pairs.safetensors"))
-        atomic_write_json(
-            temporary / "index.json",
-            {
-                "count": len(pairs),
-                "crop_size": int(pairs.gt.shape[-1]),
-                "scaling_factor": cache.scaling_factor,
-                "prompts": list(pairs.prompts),
-                "tasks": list(pairs.tasks),
-                "pair_ids": list(pairs.pair_ids),
-            },
-        )
-    return directory
-
-
-def load_latent_cache(directory: str | Path) -> LatentCache:
-    """Read a cache written by :func:`save_latent_cache`.
-
-    Raises:
-        MissingArtifactError: The cache is absent (run the ``encode_latents`` stage).
-        DataError: The tensors and the index disagree.
-    """
-    directory = Path(directory)
-    index_path, tensor_path = directory / "index.json", directory / "pairs.safetensors"
-    if not index_path.is_file() or not tensor_path.is_file():
-        raise MissingArtifactError(f"latent cache {directory} is missing; run `dvc repro {CACHE_STAGE}`")
-    index = json.loads(index_path.read_text())
-    tensors = load_file(str(tensor_path))
-    count = index["count"]
-    if (
-        not all(len(tensors[name]) == count for name in ("lq", "gt", "gt_latents"))
-        or len(index["prompts"]) != count
-    ):
-        raise DataError(f"latent cache {directory} is inconsistent: index.json says {count} pairs")
-    pairs = TrainingPairs(
-        lq=tensors["lq"],
-        gt=tensors["gt"],
-        prompts=tuple(index["prompts"]),
-        tasks=tuple(index["tasks"]),
-        pair_ids=tuple(index["pair_ids"]),
-    )
-    return LatentCache(
-        pairs=pairs, gt_latents=tensors["gt_latents"], scaling_factor=float(index["scaling_factor"])
-    )
+    scaling_factor = float(vae.config.scaling_factor)
+    return InMemoryLatentCache(pairs=pairs, gt_latents=latents, scaling_factor=scaling_factor)

@@ -2,22 +2,22 @@
 
 A stage describes its work as a :class:`TrainingRun`: an objective module (holding the trained and the
 frozen networks, returning an :class:`ObjectiveOutput`), parameter groups with their learning rates, a
-:class:`BatchSource` and a step count. :func:`train` does the rest the same way for every stage: AdamW,
-a diffusers lr schedule, mixed precision (where the hardware has it), gradient accumulation and clipping,
-optional EMA, per-step seeding, resumable state every ``train.checkpoint_every`` steps, a rich progress
-bar and dvclive curves. It runs unchanged on 1 CPU, 1 GPU or under ``accelerate launch``.
+:class:`~unildiff.training.batch_stream.BatchSource` and a step count. :func:`train` does the rest the
+same way for every stage: AdamW, a diffusers lr schedule, mixed precision (where the hardware has it),
+gradient accumulation and clipping, optional EMA, per-step seeding, batches read ahead by
+``train.dataloader_workers`` processes, resumable state every ``train.checkpoint_every`` steps, a rich
+progress bar and dvclive curves. It runs unchanged on 1 CPU, 1 GPU or under ``accelerate launch``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import resource
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from rich.progress import (
@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.text import Text
 
 from unildiff.errors import ConfigError, UniLDiffError
+from unildiff.training.batch_stream import BatchSource, ScheduledBatches, derived_seed, stream_batches
 from unildiff.training.checkpoint import load_training_state, save_training_state
 from unildiff.training.config import ACCELERATE_MIXED_PRECISION, TrainConfig
 
@@ -52,14 +53,6 @@ class ObjectiveOutput:
     loss: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
     expert_usage: torch.Tensor | None = None
-
-
-class BatchSource(Protocol):
-    """Gives the batch for a list of item indices; the loop chooses the indices (seeded, per step)."""
-
-    def __len__(self) -> int: ...
-
-    def __call__(self, indices: torch.Tensor, device: torch.device) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -119,12 +112,6 @@ class TrainingResult:
     resume_note: str | None
 
 
-def derived_seed(*parts: int) -> int:
-    """A 63-bit seed derived from integers (run seed, step, micro-step, process)."""
-    digest = hashlib.sha256(":".join(str(part) for part in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def make_accelerator(config: TrainConfig) -> Any:
     """An ``accelerate.Accelerator`` for ``config`` (mixed precision only where CUDA is available)."""
     from accelerate import Accelerator
@@ -155,19 +142,6 @@ def _progress(disable: bool) -> Progress:
         TimeRemainingColumn(),
         disable=disable,
     )
-
-
-def _sample_indices(
-    run: TrainingRun, seed: int, key: tuple[int, int], process: int, processes: int
-) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(derived_seed(seed, *key))
-    count = len(run.batches)
-    total = run.batch_size * processes
-    if total <= count:
-        indices = torch.randperm(count, generator=generator)[:total]
-    else:
-        indices = torch.randint(count, (total,), generator=generator)
-    return indices[process * run.batch_size : (process + 1) * run.batch_size]
 
 
 def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None) -> TrainingResult:
@@ -238,18 +212,26 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     step, loss_value, started = decision.step, float("nan"), time.perf_counter()
     output: ObjectiveOutput | None = None
     wrapped.train()
+    schedule = ScheduledBatches(
+        run.batches,
+        run.batch_size,
+        config.seed,
+        start_step=decision.step,
+        steps=run.steps,
+        accumulation=config.gradient_accumulation_steps,
+        process=accelerator.process_index,
+        processes=accelerator.num_processes,
+    )
+    batches = stream_batches(schedule, config.dataloader_workers, accelerator.device)
     with _progress(disable=not accelerator.is_main_process) as progress:
         task = progress.add_task(run.stage, total=run.steps, completed=step, loss="-")
         while step < run.steps:
             set_seed(derived_seed(config.seed, step, accelerator.process_index) % (2**32))
             losses = []
             for micro in range(config.gradient_accumulation_steps):
-                indices = _sample_indices(
-                    run, config.seed, (step, micro), accelerator.process_index, accelerator.num_processes
-                )
                 generator = torch.Generator(device=accelerator.device)
                 generator.manual_seed(derived_seed(config.seed, step, micro, accelerator.process_index, 1))
-                batch = run.batches(indices, accelerator.device)
+                batch = next(batches)
                 with accelerator.accumulate(wrapped):
                     with accelerator.autocast():
                         output = wrapped(batch, generator)

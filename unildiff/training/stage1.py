@@ -11,7 +11,7 @@ import torch
 from unildiff.errors import ConfigError
 from unildiff.training.batches import LatentBatches, PromptTable
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
-from unildiff.training.latents import LatentCache
+from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
 
@@ -52,7 +52,7 @@ def _objective(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
-    cache: LatentCache,
+    cache: LatentSource,
     config: Stage1aConfig | Stage1bConfig,
     train_config: TrainConfig,
 ) -> tuple[RestorationDenoisingObjective, LatentBatches]:
@@ -65,7 +65,7 @@ def _objective(
             f"{section}.lq_start_timestep must be < {scheduler.config.num_train_timesteps}, "
             f"got {config.lq_start_timestep}"
         )
-    table = PromptTable.from_prior(prior, cache.pairs.prompts)
+    table = PromptTable.from_prior(prior, cache.prompts)
     objective = RestorationDenoisingObjective(
         UniLDiffDenoiser(prior.unet, daff),
         lq_encoder,
@@ -85,7 +85,7 @@ def train_daff(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
-    cache: LatentCache,
+    cache: LatentSource,
     config: Stage1aConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,
@@ -132,7 +132,7 @@ def train_joint(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
-    cache: LatentCache,
+    cache: LatentSource,
     config: Stage1bConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,

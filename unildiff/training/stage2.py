@@ -11,7 +11,7 @@ import torch
 from unildiff.errors import ConfigError
 from unildiff.training.batches import LatentBatches, PromptTable
 from unildiff.training.config import Stage2Config, TrainConfig
-from unildiff.training.latents import LatentCache
+from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import DecoderObjective, OneStepLatents, noise_schedule
 
@@ -37,7 +37,7 @@ class SkipEncoder(torch.nn.Module):
 def train_daem(
     prior: Any,
     decoder: torch.nn.Module,
-    cache: LatentCache,
+    cache: LatentSource,
     config: Stage2Config,
     train_config: TrainConfig,
     checkpoint_dir: Path,
@@ -79,7 +79,7 @@ def train_daem(
             raise ConfigError("stage2.latent_source=denoised needs the stage-1b model")
         for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
             module.requires_grad_(False).eval()
-        table = PromptTable.from_prior(prior, cache.pairs.prompts)
+        table = PromptTable.from_prior(prior, cache.prompts)
         latents = OneStepLatents(
             stage1.denoiser(),
             stage1.lq_encoder,
