@@ -21,18 +21,18 @@ from pathlib import Path
 
 import torch
 
-from unildiff.errors import ConfigError, UniLDiffError
-from unildiff.export.config import BenchConfig
-from unildiff.export.timing import (
+from unildiff.backends import Backend, open_backend
+from unildiff.bench.config import BenchConfig, config_description
+from unildiff.bench.timing import (
     ComponentResult,
     TimedGraphs,
-    config_description,
     count_flops,
     host_description,
     measure,
     peak_memory_bytes,
     synchronize,
 )
+from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.utils.atomic import atomic_write_json
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,30 +100,29 @@ class CastGraphs:
 
 
 def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):
-    """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``."""
-    from unildiff.export.backends import open_graphs
-    from unildiff.pipeline import Backend, TorchGraphs
+    """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``.
 
+    The torch graphs run in ``config.dtype`` (:class:`CastGraphs`); ONNX Runtime prefers CUDA only when
+    both its config and ``config.device`` ask for it.
+    """
+    onnxruntime = dataclasses.replace(
+        config.onnxruntime, prefer_cuda=config.onnxruntime.prefer_cuda and config.device == "cuda"
+    )
     opened, skipped = {}, {}
     for name in config.backends:
         backend = Backend(name)
         try:
-            if backend is Backend.TORCH:
-                graphs = TorchGraphs.from_model(model)
-                if config.dtype != "fp32":
-                    graphs = CastGraphs(graphs, TORCH_DTYPES[config.dtype])
-                opened[name] = graphs
-            else:
-                opened[name] = open_graphs(
-                    backend,
-                    onnx_dir=onnx_dir,
-                    engine_dir=engine_dir,
-                    device=config.device,
-                    onnxruntime=dataclasses.replace(
-                        config.onnxruntime,
-                        prefer_cuda=config.onnxruntime.prefer_cuda and config.device == "cuda",
-                    ),
-                )
+            graphs = open_backend(
+                backend,
+                model=model,
+                device=config.device,
+                onnx_dir=onnx_dir,
+                engine_dir=engine_dir,
+                onnxruntime=onnxruntime,
+            )
+            if backend is Backend.TORCH and config.dtype != "fp32":
+                graphs = CastGraphs(graphs, TORCH_DTYPES[config.dtype])
+            opened[name] = graphs
         except UniLDiffError as error:
             skipped[name] = str(error)
     return opened, skipped
@@ -277,7 +276,6 @@ def run_bench(
     from rich.progress import Progress
 
     from unildiff.models.text import encode_prompt
-    from unildiff.pipeline import TorchGraphs
 
     if config.rounds != 1:
         raise ConfigError(
@@ -287,7 +285,7 @@ def run_bench(
     device = config.device
     model.to(device).eval()
     model.prior.unet.to(device).eval()
-    reference = TorchGraphs.from_model(model)
+    reference = open_backend(Backend.TORCH, model=model, device=device)
     prompt_encoder = functools.partial(encode_prompt, model.prior)
     opened, skipped = open_backends(model, config, onnx_dir, engine_dir)
     components: dict = {name: {} for name in opened}
