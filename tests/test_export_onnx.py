@@ -174,8 +174,8 @@ def test_ort_pipeline_restores_like_torch(exported):
 
 
 def test_bench_times_onnxruntime_against_torch(exported, tmp_path):
+    from unildiff.bench.config import BenchConfig
     from unildiff.bench.run import run_bench
-    from unildiff.export.config import BenchConfig
     from unildiff.pipeline import SamplingConfig
 
     onnx_dir, model, _, _ = exported
