@@ -104,13 +104,15 @@ def register(app: typer.Typer) -> None:
         engine_dir: Annotated[Path, typer.Option(help="TensorRT engines.")] = Path("export/engines"),
     ) -> None:
         """Restore images; outputs keep each input's size and mode. Exit code 1 if any file failed."""
+        from unildiff.backends import Backend
         from unildiff.errors import ConfigError
 
         with reported_errors():
             if no_prompt and task:
                 raise ConfigError("--task and --no-prompt exclude each other")
-            if backend not in ("torch", "onnxruntime", "tensorrt"):
-                raise ConfigError(f"unknown --backend {backend!r} (valid: torch, onnxruntime, tensorrt)")
+            valid = [kind.value for kind in Backend]
+            if backend not in valid:
+                raise ConfigError(f"unknown --backend {backend!r} (valid: {', '.join(valid)})")
             from unildiff.restore import (
                 describe_sampling,
                 effective_sampling,
