@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages import run_stage
-from unildiff.export.bench import PhotoBench, write_bench
-from unildiff.export.bench_isolated import ModelDirs, run_bench_isolated
-from unildiff.export.config import BenchConfig
+from unildiff.bench.config import BenchConfig
+from unildiff.bench.isolated import ModelDirs, run_bench_isolated
+from unildiff.bench.run import PhotoBench, write_bench
 from unildiff.params import load_section
 from unildiff.pipeline import SamplingConfig
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from stages import run_stage
 from unildiff.export.config import ExportConfig
-from unildiff.export.run_export import export_and_check
+from unildiff.export.parity import export_and_check
 from unildiff.models.bundle import load_trained_model
 from unildiff.params import load_section
 from unildiff.pipeline import SamplingConfig

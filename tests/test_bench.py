@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from unildiff.bench.config import BenchConfig, bench_config_from_dict, config_description
+from unildiff.bench.isolated import ModelDirs, merge_reports, run_bench_isolated
+from unildiff.bench.run import PhotoBench, run_bench, write_bench
+from unildiff.bench.timing import count_flops, measure
 from unildiff.errors import BackendUnavailableError, ConfigError, MissingArtifactError
-from unildiff.export.bench import PhotoBench, run_bench, write_bench
-from unildiff.export.bench_isolated import (
-    ModelDirs,
-    bench_config_from_dict,
-    merge_reports,
-    run_bench_isolated,
-)
-from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
-from unildiff.export.timing import config_description, count_flops, measure
+from unildiff.export.config import OnnxRuntimeConfig
 from unildiff.tiling import tile_grid
 
 
@@ -102,8 +98,8 @@ def test_bench_writes_a_well_formed_report(tmp_path):
 
 def test_sdxl_size_builder_wires_a_model_that_runs():
     """The SDXL-size builder with shrunken configs (the real sizes need a GPU) gives a working model."""
-    from unildiff.export.sdxl_size import SDXL_UNET, SDXL_VAE, build_sdxl_size_model
-    from unildiff.pipeline import TorchGraphs
+    from unildiff.backends.torch import TorchGraphs
+    from unildiff.bench.sdxl_size import SDXL_UNET, SDXL_VAE, build_sdxl_size_model
 
     unet = dict(
         SDXL_UNET,
@@ -214,7 +210,7 @@ def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path
     the full import of torch and diffusers); the other backends each get their process."""
     import subprocess
 
-    import unildiff.export.bench_isolated as isolated
+    import unildiff.bench.isolated as isolated
     from unildiff.pipeline import SamplingConfig
 
     launched = []

@@ -14,9 +14,9 @@ import onnx
 import pytest
 import torch
 
+from unildiff.backends.onnxruntime import OnnxRuntimeGraphs, OnnxSession
 from unildiff.export.config import ExportConfig, OnnxRuntimeConfig
 from unildiff.export.onnx_export import export_model
-from unildiff.export.ort_graphs import OnnxRuntimeGraphs, OnnxSession
 from unildiff.export.parity import output_difference, psnr
 from unildiff.export.specs import ExportManifest, GraphName
 
@@ -55,7 +55,7 @@ def synthetic_lq(size: int = 64) -> torch.Tensor:
 
 def exported_tiny(folder):
     """Export a tiny model into ``folder/onnx``; returns (onnx_dir, model, torch graphs, lq)."""
-    from unildiff.pipeline import TorchGraphs
+    from unildiff.backends.torch import TorchGraphs
 
     model = tiny_model()
     graphs = TorchGraphs.from_model(model)
@@ -174,8 +174,8 @@ def test_ort_pipeline_restores_like_torch(exported):
 
 
 def test_bench_times_onnxruntime_against_torch(exported, tmp_path):
-    from unildiff.export.bench import run_bench
-    from unildiff.export.config import BenchConfig
+    from unildiff.bench.config import BenchConfig
+    from unildiff.bench.run import run_bench
     from unildiff.pipeline import SamplingConfig
 
     onnx_dir, model, _, _ = exported

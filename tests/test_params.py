@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from tests.smoke_repo import REPO_ROOT
+from unildiff.bench.config import BenchConfig
 from unildiff.data.config import DataConfig
 from unildiff.data.validate_config import ValidateConfig
 from unildiff.errors import ConfigError
 from unildiff.evaluation.evaluate import EvaluateConfig
-from unildiff.export.config import BenchConfig, ExportConfig, TensorRTConfig
+from unildiff.export.config import ExportConfig, TensorRTConfig
 from unildiff.gate import GateConfig
 from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.params import build, load_section, parse_yaml, read_params

@@ -6,8 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from unildiff.backends import LQEncoding
 from unildiff.models.config import SDXL_SCHEDULER
-from unildiff.pipeline import LQEncoding, RestorationPipeline, SamplingConfig, make_scheduler
+from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
 
 
 class LocalGraphs:

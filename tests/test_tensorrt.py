@@ -7,17 +7,18 @@ import types
 
 import pytest
 
+from unildiff.backends import tensorrt as tensorrt_backend
 from unildiff.errors import BackendUnavailableError, ConfigError, MissingArtifactError
-from unildiff.export import tensorrt_build, tensorrt_graphs
+from unildiff.export import tensorrt_build
 from unildiff.export.config import Precision, TensorRTConfig, TensorRTProfileConfig
-from unildiff.export.engine_manifest import (
+from unildiff.export.specs import GraphName, GraphSpec, TensorSpec
+from unildiff.export.tensorrt_build import (
     EngineManifest,
     EngineRecord,
     check_shape_in_range,
     engine_dir_name,
     profile_shapes,
 )
-from unildiff.export.specs import GraphName, GraphSpec, TensorSpec
 
 DENOISER = GraphSpec(
     GraphName.DENOISER,
@@ -85,19 +86,19 @@ def test_runtime_refuses_foreign_engines_before_loading_them(tmp_path, monkeypat
     """A fake TensorRT 10.3.0 on a fake H100 is offered engines built with 10.0.1 on an A100."""
     _manifest(tmp_path)
     fake_trt = types.SimpleNamespace(__version__="10.3.0")
-    monkeypatch.setattr(tensorrt_graphs, "import_tensorrt", lambda: fake_trt)
-    monkeypatch.setattr(tensorrt_graphs, "cuda_device_identity", lambda: ("NVIDIA H100 80GB HBM3", "9.0"))
+    monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda: fake_trt)
+    monkeypatch.setattr(tensorrt_backend, "cuda_device_identity", lambda: ("NVIDIA H100 80GB HBM3", "9.0"))
     with pytest.raises(BackendUnavailableError, match=r"A100-SXM4-40GB.*10\.0\.1.*H100 80GB HBM3.*10\.3\.0"):
-        tensorrt_graphs.TensorRTGraphs(tmp_path)
+        tensorrt_backend.TensorRTGraphs(tmp_path)
 
 
 def test_runtime_without_engines_names_the_command(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        tensorrt_graphs, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.3.0")
+        tensorrt_backend, "import_tensorrt", lambda: types.SimpleNamespace(__version__="10.3.0")
     )
-    monkeypatch.setattr(tensorrt_graphs, "cuda_device_identity", lambda: ("NVIDIA H100", "9.0"))
+    monkeypatch.setattr(tensorrt_backend, "cuda_device_identity", lambda: ("NVIDIA H100", "9.0"))
     with pytest.raises(MissingArtifactError, match="unildiff export tensorrt"):
-        tensorrt_graphs.TensorRTGraphs(tmp_path / "engines")
+        tensorrt_backend.TensorRTGraphs(tmp_path / "engines")
 
 
 def test_missing_tensorrt_is_one_line(monkeypatch):
@@ -127,7 +128,7 @@ def test_engines_build_and_match_torch(tmp_path):  # pragma: no cover - needs Te
     onnx_dir, model, graphs, lq = exported_tiny(tmp_path)
     config = TensorRTConfig(profile=TensorRTProfileConfig(32, 64, 64), workspace_gib=1.0)
     tensorrt_build.build_engines(onnx_dir, tmp_path / "engines", config)
-    engines = tensorrt_graphs.TensorRTGraphs(tmp_path / "engines")
+    engines = tensorrt_backend.TensorRTGraphs(tmp_path / "engines")
     for module in (graphs.conditioner, graphs.denoiser, graphs.decoder):
         module.cuda()
     image = lq[:1].cuda()

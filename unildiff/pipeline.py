@@ -1,7 +1,8 @@
 """The restoration pipeline: LQ image + prompt → restored image (inference only, diffusers style).
 
-The denoising loop lives here and only here. It runs on any :class:`RestorationGraphs` (torch modules,
-ONNX Runtime sessions or TensorRT engines), so every backend shares the same sampling code.
+The sampling settings and the denoising loop live here and only here. The loop runs on any
+:class:`~unildiff.backends.RestorationGraphs` (torch modules, ONNX Runtime sessions or TensorRT engines,
+see :mod:`unildiff.backends`), so every backend shares the same sampling code.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
-from typing import Protocol
 
 import torch
 from diffusers import (
@@ -21,6 +20,7 @@ from diffusers import (
 )
 from rich.progress import Progress
 
+from unildiff.backends import Backend, RestorationGraphs, open_backend
 from unildiff.colorfix import COLOR_FIXES, apply_color_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
@@ -43,14 +43,6 @@ SCHEDULERS = {
     "dpmsolver": DPMSolverMultistepScheduler,
 }
 """Valid ``sampling.scheduler`` names and their diffusers classes."""
-
-
-class Backend(str, Enum):
-    """Who runs the graphs: torch modules, ONNX Runtime sessions or TensorRT engines."""
-
-    TORCH = "torch"
-    ONNXRUNTIME = "onnxruntime"
-    TENSORRT = "tensorrt"
 
 
 @dataclass(frozen=True)
@@ -129,104 +121,6 @@ def make_scheduler(name: str, scheduler_config):
     return SCHEDULERS[name].from_config(scheduler_config)
 
 
-@dataclass
-class LQEncoding:
-    """The LQ image encoded once per image.
-
-    Attributes:
-        lq_features: f^LQ for DAFF, (B, C_lq, H/8, W/8).
-        lq_latent: scaled VAE latent of the LQ image, (B, 4, H/8, W/8).
-        skips: the frozen VAE encoder's multi-scale features consumed by the DAEM decoder.
-    """
-
-    lq_features: torch.Tensor
-    lq_latent: torch.Tensor
-    skips: tuple[torch.Tensor, ...]
-
-
-class RestorationGraphs(Protocol):
-    """The three graphs the pipeline runs; torch, ONNX Runtime and TensorRT implement them.
-
-    Attributes:
-        pixel_multiple: Image sides the graphs accept are multiples of this (the pipeline pads to it).
-    """
-
-    pixel_multiple: int
-
-    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
-        """Encode the LQ image [-1, 1], (B, 3, H, W)."""
-        ...
-
-    def denoise(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor,
-        lq_features: torch.Tensor,
-        encoder_hidden_states: torch.Tensor,
-        text_embeds: torch.Tensor,
-        time_ids: torch.Tensor,
-    ) -> torch.Tensor:
-        """Predict the noise of ``sample`` (B, 4, h, w) at ``timestep`` (B,) float32."""
-        ...
-
-    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Decode scaled latents (B, 4, h, w) to an image [-1, 1], (B, 3, 8h, 8w)."""
-        ...
-
-
-class TorchGraphs:
-    """:class:`RestorationGraphs` on torch modules.
-
-    Args:
-        conditioner: ``LQConditioner``: lq → (lq_features, lq_latent, *skips).
-        denoiser: ``UniLDiffDenoiser`` (UNet + DAFF).
-        vae: the prior's VAE (used for the plain decoder and its scaling factor).
-        decoder: ``DAEMDecoder``; ``None`` decodes with the plain VAE decoder (the ablation).
-        pixel_multiple: padded image sides are multiples of this.
-    """
-
-    def __init__(self, conditioner, denoiser, vae, decoder=None, pixel_multiple: int = 64):
-        self.conditioner = conditioner
-        self.denoiser = denoiser
-        self.vae = vae
-        self.decoder = decoder
-        self.pixel_multiple = pixel_multiple
-
-    @classmethod
-    def from_model(cls, model, plain_decoder: bool = False) -> TorchGraphs:
-        """Graphs of a ``UniLDiffModel`` (its one shared denoiser); ``plain_decoder`` = VAE decoder."""
-        vae, unet = model.prior.vae, model.unet
-        vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
-        unet_factor = 2 ** (len(unet.config.block_out_channels) - 1)
-        patch = int(model.daff.config.get("patch_size", 1) or 1)
-        conditioner = model.conditioner().eval()
-        denoiser = model.denoiser().eval()
-        decoder = None if plain_decoder else model.decoder.eval()
-        return cls(conditioner, denoiser, vae.eval(), decoder, vae_factor * unet_factor * patch)
-
-    def with_plain_decoder(self) -> TorchGraphs:
-        """The same graphs decoding with the plain VAE decoder (shares every module)."""
-        return TorchGraphs(self.conditioner, self.denoiser, self.vae, None, self.pixel_multiple)
-
-    @torch.no_grad()
-    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
-        """Encode ``lq`` [-1, 1], (B, 3, H, W)."""
-        lq_features, lq_latent, *skips = self.conditioner(lq)
-        return LQEncoding(lq_features, lq_latent, tuple(skips))
-
-    @torch.no_grad()
-    def denoise(self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids):
-        """Predict noise (B, 4, h, w); see :class:`RestorationGraphs`."""
-        return self.denoiser(sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids)
-
-    @torch.no_grad()
-    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Decode scaled latents to [-1, 1], (B, 3, H, W) with DAEM (or the plain VAE decoder)."""
-        if self.decoder is None:
-            return self.vae.decode(latents / self.vae.config.scaling_factor).sample
-        return self.decoder(latents, skips).sample
-
-
 PromptEncoder = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 """prompts → (prompt_embeds (B, L, D), pooled (B, Dp)), e.g. ``functools.partial(encode_prompt, prior)``."""
 
@@ -277,14 +171,26 @@ class RestorationPipeline:
 
     @classmethod
     def from_model(
-        cls, model, config: SamplingConfig, plain_decoder: bool = False, **kwargs
+        cls, model, config: SamplingConfig, plain_decoder: bool = False, device: str | None = None, **kwargs
     ) -> RestorationPipeline:
-        """Torch pipeline for a ``UniLDiffModel`` (``plain_decoder`` = the VAE-decoder ablation)."""
+        """Torch pipeline for a ``UniLDiffModel`` (``plain_decoder`` = the VAE-decoder ablation).
+
+        ``device`` moves the model there first (``None`` leaves it where it is); ``kwargs`` go to the
+        constructor.
+        """
+        graphs = open_backend(Backend.TORCH, model=model, device=device, plain_decoder=plain_decoder)
+        return cls.with_prior(graphs, model.prior, config, **kwargs)
+
+    @classmethod
+    def with_prior(
+        cls, graphs: RestorationGraphs, prior, config: SamplingConfig, **kwargs
+    ) -> RestorationPipeline:
+        """A pipeline on ``graphs`` (any backend) with the prior's text encoders (torch on every backend)
+        and a fresh scheduler built from the prior's scheduler config; ``kwargs`` go to the constructor."""
         from unildiff.models.text import encode_prompt
 
-        graphs = TorchGraphs.from_model(model, plain_decoder=plain_decoder)
-        scheduler = make_scheduler(config.scheduler, model.prior.scheduler.config)
-        return cls(graphs, functools.partial(encode_prompt, model.prior), scheduler, config, **kwargs)
+        scheduler = make_scheduler(config.scheduler, prior.scheduler.config)
+        return cls(graphs, functools.partial(encode_prompt, prior), scheduler, config, **kwargs)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, device: torch.device) -> PromptConditioning:

@@ -38,7 +38,7 @@ def export_onnx(
     """Export lq_encoder, denoiser, decoder and the text encoders to ONNX and write the parity report."""
     with reported_errors():
         from unildiff.export.config import ExportConfig
-        from unildiff.export.run_export import export_and_check
+        from unildiff.export.parity import export_and_check
         from unildiff.models.bundle import load_trained_model
         from unildiff.pipeline import SamplingConfig
 
@@ -125,8 +125,9 @@ def bench(
     with reported_errors():
         import dataclasses
 
-        from unildiff.export.bench import run_bench, write_bench
-        from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
+        from unildiff.bench.config import BenchConfig
+        from unildiff.bench.run import run_bench, write_bench
+        from unildiff.export.config import OnnxRuntimeConfig
         from unildiff.pipeline import SamplingConfig
 
         config = BenchConfig(
@@ -142,7 +143,7 @@ def bench(
         )
         sampling = SamplingConfig(cfg=cfg)
         if sdxl_size:
-            from unildiff.export.sdxl_size import build_sdxl_size_model
+            from unildiff.bench.sdxl_size import build_sdxl_size_model
 
             torch_only = dataclasses.replace(config, backends=("torch",))
             report = run_bench(
@@ -153,7 +154,7 @@ def bench(
                     "--sdxl-size has no exported graphs: it times the torch backend only"
                 )
         elif isolate:
-            from unildiff.export.bench_isolated import ModelDirs, run_bench_isolated
+            from unildiff.bench.isolated import ModelDirs, run_bench_isolated
 
             model_dirs = ModelDirs(prior=prior, stage1=stage1, stage2=stage2)
             report = run_bench_isolated(

@@ -31,25 +31,19 @@ def build_pipeline(
     device: str,
 ):
     """A RestorationPipeline for ``backend`` (torch modules, or exported graphs + torch text encoders)."""
-    import functools
-
-    from unildiff.pipeline import Backend, RestorationPipeline, make_scheduler
+    from unildiff.backends import Backend, open_backend
+    from unildiff.pipeline import RestorationPipeline
 
     kind = Backend(backend)
     if kind is Backend.TORCH:
         from unildiff.models.bundle import load_trained_model
 
         model = load_trained_model(prior_dir, stage1_dir, stage2_dir)
-        model.to(device)
-        return RestorationPipeline.from_model(model, sampling)
-    from unildiff.export.backends import open_graphs
+        return RestorationPipeline.from_model(model, sampling, device=device)
     from unildiff.models.prior import load_prior
-    from unildiff.models.text import encode_prompt
 
-    graphs = open_graphs(kind, onnx_dir=onnx_dir, engine_dir=engine_dir, device=device)
-    prior = load_prior(prior_dir)
-    scheduler = make_scheduler(sampling.scheduler, prior.scheduler.config)
-    return RestorationPipeline(graphs, functools.partial(encode_prompt, prior), scheduler, sampling)
+    graphs = open_backend(kind, onnx_dir=onnx_dir, engine_dir=engine_dir, device=device)
+    return RestorationPipeline.with_prior(graphs, load_prior(prior_dir), sampling)
 
 
 def register(app: typer.Typer) -> None:
@@ -110,13 +104,15 @@ def register(app: typer.Typer) -> None:
         engine_dir: Annotated[Path, typer.Option(help="TensorRT engines.")] = Path("export/engines"),
     ) -> None:
         """Restore images; outputs keep each input's size and mode. Exit code 1 if any file failed."""
+        from unildiff.backends import Backend
         from unildiff.errors import ConfigError
 
         with reported_errors():
             if no_prompt and task:
                 raise ConfigError("--task and --no-prompt exclude each other")
-            if backend not in ("torch", "onnxruntime", "tensorrt"):
-                raise ConfigError(f"unknown --backend {backend!r} (valid: torch, onnxruntime, tensorrt)")
+            valid = [kind.value for kind in Backend]
+            if backend not in valid:
+                raise ConfigError(f"unknown --backend {backend!r} (valid: {', '.join(valid)})")
             from unildiff.restore import (
                 describe_sampling,
                 effective_sampling,

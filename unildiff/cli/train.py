@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--gpu-memory-gib must be > 0, got {gpu_memory_gib}")
             import torch
 
-            from unildiff.export.sdxl_size import SDXL_UNET, SDXL_VAE
+            from unildiff.bench.sdxl_size import SDXL_UNET, SDXL_VAE
             from unildiff.models.config import DAEMConfig, DAFFConfig
             from unildiff.training.plan import format_plan, plan_stage, stage_modules
             from unildiff.utils.atomic import atomic_write_text

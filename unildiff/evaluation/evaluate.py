@@ -15,7 +15,7 @@ from rich.progress import Progress
 from unildiff.errors import ConfigError
 from unildiff.evaluation.metrics import MetricSuite, check_metric_names
 from unildiff.evaluation.reports import EvaluationResult, GridRow, ImageRecord
-from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
+from unildiff.pipeline import RestorationPipeline, SamplingConfig
 
 ABLATIONS = ("no_prompt", "plain_decoder", "no_diffusion", "ceiling")
 """Inference-time rows ``evaluate.ablations`` may name (docs/evaluation.md)."""
@@ -66,7 +66,7 @@ def decode_without_diffusion(graphs, lq: torch.Tensor, image: torch.Tensor | Non
     """The DAEM decoder on a VAE latent with no denoising step, skips from ``lq``.
 
     Args:
-        graphs: torch :class:`~unildiff.pipeline.TorchGraphs`.
+        graphs: torch :class:`~unildiff.backends.torch.TorchGraphs`.
         lq: the degraded image, [-1, 1], (1, 3, H, W).
         image: the image whose latent is decoded ([-1, 1], (1, 3, H, W)): ``None`` decodes the LQ latent
             (the ``no_diffusion`` row), the clean image gives the ``ceiling`` row.
@@ -123,16 +123,12 @@ def evaluate_model(
     from unildiff.data.dataset import PairedImageDataset
 
     device = torch.device(config.device)
-    model.to(device)
     dataset = PairedImageDataset(prepared_dir, config.split, crop_size=None)
     suite = MetricSuite(config.metrics, y_channel=config.y_channel, device=config.device)
-    full = RestorationPipeline.from_model(model, sampling)
+    full = RestorationPipeline.from_model(model, sampling, device=config.device)
     plain = None
     if "plain_decoder" in config.ablations:
-        scheduler = make_scheduler(sampling.scheduler, model.prior.scheduler.config)
-        plain = RestorationPipeline(
-            full.graphs.with_plain_decoder(), full.prompt_encoder, scheduler, sampling
-        )
+        plain = RestorationPipeline.with_prior(full.graphs.with_plain_decoder(), model.prior, sampling)
 
     records: list[ImageRecord] = []
     grids: dict[str, list[GridRow]] = {}

@@ -30,9 +30,9 @@ import onnx
 import torch
 from torch import nn
 
+from unildiff.backends.onnxruntime import OnnxSession
 from unildiff.errors import UniLDiffError
 from unildiff.export.config import ExportConfig, OnnxRuntimeConfig
-from unildiff.export.ort_graphs import OnnxSession
 from unildiff.export.parity import output_difference
 from unildiff.export.specs import GraphName, GraphSpec, TensorSpec, infer_axes
 
@@ -289,7 +289,7 @@ def restoration_exports(
     """The five graphs with example inputs computed by the torch modules.
 
     Args:
-        graphs: ``unildiff.pipeline.TorchGraphs`` (conditioner, denoiser, DAEM decoder).
+        graphs: ``unildiff.backends.torch.TorchGraphs`` (conditioner, denoiser, DAEM decoder).
         prior: the ``PriorComponents`` holding the text encoders and tokenizers.
         lq: two LQ images, [-1, 1], (2, 3, H, W), H and W multiples of ``graphs.pixel_multiple``.
         prompts: two prompts, one per image.

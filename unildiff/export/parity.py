@@ -1,13 +1,20 @@
-"""Parity between the exported graphs (run by ONNX Runtime) and torch: per-graph abs differences and
-end-to-end PSNR between the ONNX-Runtime pipeline's restoration and torch's (same seed)."""
+"""The ``export`` stage's work (:func:`export_and_check`: trained weights + prepared test images → ONNX
+graphs + parity report) and the parity itself: per-graph abs differences between the exported graphs
+(run by ONNX Runtime) and torch, and the end-to-end PSNR between the ONNX-Runtime pipeline's restoration
+and torch's (same seed)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from unildiff.errors import DataError
+from unildiff.export.config import ExportConfig
+from unildiff.utils.atomic import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -82,15 +89,17 @@ def parity_report(
         end-to-end PSNR per image and its minimum, and the tolerances used.
     """
     import dataclasses
-    import functools
 
+    from unildiff.backends import Backend, open_backend
+    from unildiff.backends.onnxruntime import OnnxSession
     from unildiff.export.config import OnnxRuntimeConfig
-    from unildiff.export.ort_graphs import OnnxRuntimeGraphs, OnnxSession
     from unildiff.models.text import encode_prompt, make_time_ids
-    from unildiff.pipeline import RestorationPipeline, TorchGraphs, make_scheduler
+    from unildiff.pipeline import RestorationPipeline
 
-    torch_graphs = TorchGraphs.from_model(model)
-    ort_graphs = OnnxRuntimeGraphs(onnx_dir, OnnxRuntimeConfig(prefer_cuda=False))
+    torch_backend = open_backend(Backend.TORCH, model=model)
+    ort_backend = open_backend(
+        Backend.ONNXRUNTIME, onnx_dir=onnx_dir, onnxruntime=OnnxRuntimeConfig(prefer_cuda=False)
+    )
     prior = model.prior
     differences: dict[str, Difference] = {}
 
@@ -106,7 +115,7 @@ def parity_report(
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for lq, prompt in zip(lq_images, prompts, strict=True):
-            expected, actual = torch_graphs.encode_lq(lq), ort_graphs.encode_lq(lq)
+            expected, actual = torch_backend.encode_lq(lq), ort_backend.encode_lq(lq)
             record(
                 "lq_encoder",
                 output_difference(
@@ -127,13 +136,13 @@ def parity_report(
             )
             record(
                 "denoiser",
-                output_difference([torch_graphs.denoise(*arguments)], [ort_graphs.denoise(*arguments)]),
+                output_difference([torch_backend.denoise(*arguments)], [ort_backend.denoise(*arguments)]),
             )
             record(
                 "decoder",
                 output_difference(
-                    [torch_graphs.decode(expected.lq_latent, expected.skips)],
-                    [ort_graphs.decode(expected.lq_latent, expected.skips)],
+                    [torch_backend.decode(expected.lq_latent, expected.skips)],
+                    [ort_backend.decode(expected.lq_latent, expected.skips)],
                 ),
             )
             for name, encoder, tokenizer in (
@@ -153,13 +162,8 @@ def parity_report(
                 )
                 record(name, output_difference(reference, text_sessions[name](ids)))
             restorations = []
-            for graphs in (torch_graphs, ort_graphs):
-                pipeline = RestorationPipeline(
-                    graphs,
-                    functools.partial(encode_prompt, prior),
-                    make_scheduler(sampling.scheduler, prior.scheduler.config),
-                    sampling,
-                )
+            for graphs in (torch_backend, ort_backend):
+                pipeline = RestorationPipeline.with_prior(graphs, prior, sampling)
                 restorations.append(pipeline(lq, prompt, torch.Generator().manual_seed(sampling.seed)))
             psnrs.append(psnr(restorations[1], restorations[0]))
     finite = [value for value in psnrs if math.isfinite(value)]
@@ -188,3 +192,56 @@ def parity_report(
         },
         "image_sizes": sorted({f"{lq.shape[-2]}x{lq.shape[-1]}" for lq in lq_images}),
     }
+
+
+def load_test_images(prepared_dir: Path, count: int, multiple: int) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``count`` LQ test images, centre-cropped to a common side (a multiple of ``multiple``).
+
+    Returns:
+        (images, prompts): images [-1, 1], (1, 3, S, S) each, and their task prompts.
+    """
+    from unildiff.data.dataset import PairedImageDataset
+
+    dataset = PairedImageDataset(prepared_dir, "test", crop_size=None)
+    if len(dataset) == 0:
+        raise DataError(f"{prepared_dir} has no test images: run the prepare stage")
+    items = [dataset[index] for index in range(min(count, len(dataset)))]
+    side = min(min(item["lq"].shape[-2:]) for item in items) // multiple * multiple
+    if side < multiple:
+        raise DataError(f"test images in {prepared_dir} are smaller than the model's multiple {multiple}")
+    images = []
+    for item in items:
+        lq = item["lq"]
+        top, left = (lq.shape[-2] - side) // 2, (lq.shape[-1] - side) // 2
+        images.append(lq[:, top : top + side, left : left + side].unsqueeze(0).contiguous())
+    return images, [str(item["prompt"]) for item in items]
+
+
+def export_and_check(
+    model, prepared_dir: Path, onnx_dir: Path, parity_path: Path, sampling, config: ExportConfig
+):
+    """Export ``model`` into ``onnx_dir`` and write the parity report to ``parity_path`` (both atomic).
+
+    The example batch for the export is the first two test images (one repeated if only one exists).
+    """
+    from unildiff.backends import Backend, open_backend
+    from unildiff.export.onnx_export import export_model
+
+    graphs = open_backend(Backend.TORCH, model=model)
+    count = max(config.parity_images, 2)
+    images, prompts = load_test_images(prepared_dir, count, graphs.pixel_multiple)
+    if len(images) == 1:
+        images, prompts = images * 2, prompts * 2
+    if config.dynamic_check_size > images[0].shape[-1]:
+        raise DataError(
+            f"export.dynamic_check_size={config.dynamic_check_size} exceeds the test images' side "
+            f"{images[0].shape[-1]}"
+        )
+    manifest = export_model(graphs, model.prior, torch.cat(images[:2]), prompts[:2], onnx_dir, config)
+    report = parity_report(
+        onnx_dir, model, images[: config.parity_images], prompts[: config.parity_images], sampling, config
+    )
+    report["exporters"] = {name.value: exporter for name, exporter in manifest.exporters.items()}
+    report["opset"] = manifest.opset
+    atomic_write_json(parity_path, report)
+    return report

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import torch
 
-from unildiff.errors import ConfigError, UniLDiffError
-from unildiff.export.config import BenchConfig
-from unildiff.export.timing import (
+from unildiff.backends import Backend, open_backend
+from unildiff.bench.config import BenchConfig, config_description
+from unildiff.bench.timing import (
     ComponentResult,
     TimedGraphs,
-    config_description,
     count_flops,
     host_description,
     measure,
     peak_memory_bytes,
     synchronize,
 )
+from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.utils.atomic import atomic_write_json
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -100,30 +100,29 @@ class CastGraphs:
 
 
 def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):
-    """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``."""
-    from unildiff.export.backends import open_graphs
-    from unildiff.pipeline import Backend, TorchGraphs
+    """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``.
 
+    The torch graphs run in ``config.dtype`` (:class:`CastGraphs`); ONNX Runtime prefers CUDA only when
+    both its config and ``config.device`` ask for it.
+    """
+    onnxruntime = dataclasses.replace(
+        config.onnxruntime, prefer_cuda=config.onnxruntime.prefer_cuda and config.device == "cuda"
+    )
     opened, skipped = {}, {}
     for name in config.backends:
         backend = Backend(name)
         try:
-            if backend is Backend.TORCH:
-                graphs = TorchGraphs.from_model(model)
-                if config.dtype != "fp32":
-                    graphs = CastGraphs(graphs, TORCH_DTYPES[config.dtype])
-                opened[name] = graphs
-            else:
-                opened[name] = open_graphs(
-                    backend,
-                    onnx_dir=onnx_dir,
-                    engine_dir=engine_dir,
-                    device=config.device,
-                    onnxruntime=dataclasses.replace(
-                        config.onnxruntime,
-                        prefer_cuda=config.onnxruntime.prefer_cuda and config.device == "cuda",
-                    ),
-                )
+            graphs = open_backend(
+                backend,
+                model=model,
+                device=config.device,
+                onnx_dir=onnx_dir,
+                engine_dir=engine_dir,
+                onnxruntime=onnxruntime,
+            )
+            if backend is Backend.TORCH and config.dtype != "fp32":
+                graphs = CastGraphs(graphs, TORCH_DTYPES[config.dtype])
+            opened[name] = graphs
         except UniLDiffError as error:
             skipped[name] = str(error)
     return opened, skipped
@@ -149,10 +148,18 @@ def _component_inputs(reference, prompt_encoder, size: int, device: str):
     return lq, denoise, (encoding.lq_latent, encoding.skips)
 
 
-def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: BenchConfig) -> dict:
+def _time_restorations(
+    graphs, prompt_encoder, scheduler_config, sampling, lq, device: str, repeats: int, warmup=0, progress=None
+) -> tuple[float, float, TimedGraphs]:
+    """Restore ``lq`` [-1, 1], (1, 3, H, W) ``warmup`` times untimed, then ``repeats`` times timed.
+
+    Returns:
+        (median wall time in ms, median sampling-loop overhead in % of it, the :class:`TimedGraphs`
+        whose call counts are those of the last timed restoration).
+    """
     from unildiff.pipeline import RestorationPipeline, make_scheduler
 
-    timed = TimedGraphs(graphs, config.device)
+    timed = TimedGraphs(graphs, device)
     pipeline = RestorationPipeline(
         timed,
         timed.timed_prompt_encoder(prompt_encoder),
@@ -161,26 +168,33 @@ def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: 
     )
 
     def run():
-        return pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed))
+        return pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed), progress=progress)
 
     with torch.no_grad():
-        for _ in range(config.warmup):
+        for _ in range(warmup):
             run()
         totals, overheads = [], []
-        for _ in range(config.repeats):
+        for _ in range(repeats):
             timed.seconds, timed.calls, timed.denoise_calls = 0.0, 0, 0
-            synchronize(config.device)
+            synchronize(device)
             start = time.perf_counter()
             run()
-            synchronize(config.device)
+            synchronize(device)
             total = time.perf_counter() - start
             totals.append(total * 1000.0)
             overheads.append(100.0 * (total - timed.seconds) / total)
-    median = statistics.median(totals)
+    return statistics.median(totals), statistics.median(overheads), timed
+
+
+def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: BenchConfig) -> dict:
+    """One row of ``end_to_end``: ``lq`` restored with ``sampling`` (untiled), warm-up first."""
+    median, overhead, timed = _time_restorations(
+        graphs, prompt_encoder, scheduler_config, sampling, lq, config.device, config.repeats, config.warmup
+    )
     return {
         "median_ms": round(median, 3),
         "images_per_s": round(1000.0 / median, 4),
-        "loop_overhead_percent": round(statistics.median(overheads), 3),
+        "loop_overhead_percent": round(overhead, 3),
         "graph_calls": timed.calls,
         "denoiser_calls": timed.denoise_calls,
     }
@@ -196,31 +210,14 @@ def photo_image(photo: PhotoBench, device: str) -> torch.Tensor:
 
 def _photo(graphs, prompt_encoder, scheduler_config, sampling, photo: PhotoBench, device: str, progress):
     """Restore the photo ``photo.repeats`` times with ``sampling`` as given (tiling included)."""
-    from unildiff.pipeline import RestorationPipeline, make_scheduler
     from unildiff.tiling import pad_to_multiple, tile_grid
 
-    timed = TimedGraphs(graphs, device)
-    pipeline = RestorationPipeline(
-        timed,
-        timed.timed_prompt_encoder(prompt_encoder),
-        make_scheduler(sampling.scheduler, scheduler_config),
-        sampling,
-    )
     lq = photo_image(photo, device)
-    padded, _ = pad_to_multiple(lq, pipeline.pixel_multiple)
-    tiles = tile_grid(*padded.shape[-2:], sampling.tile_side, sampling.tile_overlap, pipeline.pixel_multiple)
-    totals, overheads = [], []
-    with torch.no_grad():
-        for _ in range(photo.repeats):
-            timed.seconds, timed.calls, timed.denoise_calls = 0.0, 0, 0
-            synchronize(device)
-            start = time.perf_counter()
-            pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed), progress=progress)
-            synchronize(device)
-            total = time.perf_counter() - start
-            totals.append(total * 1000.0)
-            overheads.append(100.0 * (total - timed.seconds) / total)
-    median = statistics.median(totals)
+    padded, _ = pad_to_multiple(lq, graphs.pixel_multiple)
+    tiles = tile_grid(*padded.shape[-2:], sampling.tile_side, sampling.tile_overlap, graphs.pixel_multiple)
+    median, overhead, timed = _time_restorations(
+        graphs, prompt_encoder, scheduler_config, sampling, lq, device, photo.repeats, progress=progress
+    )
     megapixels = photo.width * photo.height / 1e6
     return {
         "median_ms": round(median, 3),
@@ -233,7 +230,7 @@ def _photo(graphs, prompt_encoder, scheduler_config, sampling, photo: PhotoBench
         "tile_overlap": sampling.tile_overlap,
         "tiles": len(tiles),
         "denoiser_calls": timed.denoise_calls,
-        "loop_overhead_percent": round(statistics.median(overheads), 3),
+        "loop_overhead_percent": round(overhead, 3),
         "peak_memory_mb": round(peak_memory_bytes(device) / 2**20, 2),
     }
 
@@ -277,7 +274,6 @@ def run_bench(
     from rich.progress import Progress
 
     from unildiff.models.text import encode_prompt
-    from unildiff.pipeline import TorchGraphs
 
     if config.rounds != 1:
         raise ConfigError(
@@ -287,7 +283,7 @@ def run_bench(
     device = config.device
     model.to(device).eval()
     model.prior.unet.to(device).eval()
-    reference = TorchGraphs.from_model(model)
+    reference = open_backend(Backend.TORCH, model=model, device=device)
     prompt_encoder = functools.partial(encode_prompt, model.prior)
     opened, skipped = open_backends(model, config, onnx_dir, engine_dir)
     components: dict = {name: {} for name in opened}

@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from unildiff.export.config import BenchConfig
-
 
 def synchronize(device: str) -> None:
     """Wait for queued CUDA work so wall-clock timings are honest."""
@@ -166,10 +164,3 @@ def host_description(device: str) -> dict:
     except ImportError:
         description["onnxruntime"] = None
     return description
-
-
-def config_description(config: BenchConfig) -> dict:
-    """The bench settings, JSON-ready."""
-    values = asdict(config)
-    values["onnxruntime"]["optimization"] = config.onnxruntime.optimization.value
-    return values

@@ -10,15 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unildiff.backends.exported import ExportedGraphs
 from unildiff.errors import BackendUnavailableError
-from unildiff.export.engine_manifest import EngineManifest, check_shape_in_range, find_engine_dir
 from unildiff.export.specs import GraphName
-from unildiff.export.tensorrt_build import cuda_device_identity, import_tensorrt
+from unildiff.export.tensorrt_build import (
+    EngineManifest,
+    check_shape_in_range,
+    cuda_device_identity,
+    find_engine_dir,
+    import_tensorrt,
+)
 
 if TYPE_CHECKING:
     import torch
-
-    from unildiff.pipeline import LQEncoding
 
 
 def _torch_dtype(trt, data_type):
@@ -91,8 +95,10 @@ class TensorRTEngine:
         return [output.float() for output in outputs]
 
 
-class TensorRTGraphs:
-    """``RestorationGraphs`` run by TensorRT engines (see ``unildiff.pipeline.RestorationGraphs``).
+class TensorRTGraphs(ExportedGraphs):
+    """``RestorationGraphs`` run by TensorRT engines (see :class:`unildiff.backends.RestorationGraphs`).
+
+    Inputs are moved to CUDA; outputs are float32 CUDA tensors.
 
     Args:
         engine_root: ``export/engines``; the folder for this GPU and TensorRT version is chosen inside.
@@ -103,6 +109,8 @@ class TensorRTGraphs:
         MissingArtifactError: no engines built yet (names the command to run).
     """
 
+    timestep_device = "cuda"
+
     def __init__(self, engine_root: Path) -> None:
         trt = import_tensorrt()
         gpu_name, _ = cuda_device_identity()
@@ -112,35 +120,9 @@ class TensorRTGraphs:
         self.device = "cuda"
         self.pixel_multiple = manifest.pixel_multiple
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engines = {}
+        self.runners = {}
         for graph in (GraphName.LQ_ENCODER, GraphName.DENOISER, GraphName.DECODER):
             record = manifest.engines[graph.value]
-            self.engines[graph] = TensorRTEngine(
+            self.runners[graph] = TensorRTEngine(
                 self.runtime, trt, folder / record.plan, graph, record.shapes, list(record.shapes)
             )
-
-    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
-        """LQ image [-1, 1], (B, 3, H, W) → LQEncoding(lq_features, lq_latent (scaled), skips)."""
-        from unildiff.pipeline import LQEncoding
-
-        lq_features, lq_latent, *skips = self.engines[GraphName.LQ_ENCODER](lq)
-        return LQEncoding(lq_features=lq_features, lq_latent=lq_latent, skips=tuple(skips))
-
-    def denoise(
-        self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
-    ) -> torch.Tensor:
-        """One UNet + DAFF evaluation; ``sample`` is the scaled, scheduler-scaled latent (B, 4, h, w)."""
-        import torch
-
-        timestep = torch.as_tensor(timestep, dtype=torch.float32, device="cuda").reshape(-1)
-        if timestep.numel() == 1:
-            timestep = timestep.expand(sample.shape[0])
-        (noise_pred,) = self.engines[GraphName.DENOISER](
-            sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
-        )
-        return noise_pred
-
-    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Scaled latents (B, 4, h, w) + LQ skips → image [-1, 1], (B, 3, 8h, 8w)."""
-        (image,) = self.engines[GraphName.DECODER](latents, *skips)
-        return image

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from unildiff.backends.exported import ExportedGraphs
 from unildiff.errors import BackendUnavailableError, MissingArtifactError
 from unildiff.export.config import OnnxRuntimeConfig, OrtOptimization
 from unildiff.export.specs import ExportManifest, GraphName
@@ -20,8 +21,6 @@ from unildiff.export.specs import ExportManifest, GraphName
 if TYPE_CHECKING:
     import onnxruntime
     import torch
-
-    from unildiff.pipeline import LQEncoding
 
 
 def choose_providers(config: OnnxRuntimeConfig) -> list[str]:
@@ -105,8 +104,11 @@ class OnnxSession:
         return [torch.from_numpy(np.asarray(output)).to(device) for output in outputs]
 
 
-class OnnxRuntimeGraphs:
-    """``RestorationGraphs`` run by ONNX Runtime (see ``unildiff.pipeline.RestorationGraphs``).
+class OnnxRuntimeGraphs(ExportedGraphs):
+    """``RestorationGraphs`` run by ONNX Runtime (see :class:`unildiff.backends.RestorationGraphs`).
+
+    Inputs may live on any device; outputs come back as float32 torch tensors on the device of the
+    call's first input.
 
     Args:
         onnx_dir: ``export/onnx`` with ``lq_encoder.onnx``, ``denoiser.onnx`` and ``decoder.onnx``.
@@ -118,34 +120,8 @@ class OnnxRuntimeGraphs:
         onnx_dir = Path(onnx_dir)
         manifest = ExportManifest.load(onnx_dir)
         self.pixel_multiple = manifest.pixel_multiple
-        self.sessions = {
+        self.runners = {
             graph: OnnxSession(onnx_dir / f"{graph.value}.onnx", config, manifest.graphs[graph].input_names)
             for graph in (GraphName.LQ_ENCODER, GraphName.DENOISER, GraphName.DECODER)
         }
-        self.providers = self.sessions[GraphName.DENOISER].providers
-
-    def encode_lq(self, lq: torch.Tensor) -> LQEncoding:
-        """LQ image [-1, 1], (B, 3, H, W) → LQEncoding(lq_features, lq_latent (scaled), skips)."""
-        from unildiff.pipeline import LQEncoding
-
-        lq_features, lq_latent, *skips = self.sessions[GraphName.LQ_ENCODER](lq)
-        return LQEncoding(lq_features=lq_features, lq_latent=lq_latent, skips=tuple(skips))
-
-    def denoise(
-        self, sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
-    ) -> torch.Tensor:
-        """One UNet + DAFF evaluation on scheduler-scaled latents (B, 4, h, w) → noise prediction."""
-        import torch
-
-        timestep = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
-        if timestep.numel() == 1:
-            timestep = timestep.expand(sample.shape[0])
-        (noise_pred,) = self.sessions[GraphName.DENOISER](
-            sample, timestep, lq_features, encoder_hidden_states, text_embeds, time_ids
-        )
-        return noise_pred
-
-    def decode(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """Scaled latents (B, 4, h, w) + LQ skips → image [-1, 1], (B, 3, 8h, 8w)."""
-        (image,) = self.sessions[GraphName.DECODER](latents, *skips)
-        return image
+        self.providers = self.runners[GraphName.DENOISER].providers

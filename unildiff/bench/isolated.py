@@ -7,7 +7,7 @@ and with it the reported ONNX Runtime speedup, depended on which backend ran fir
 one backend per process, so the bench does too.
 
 The parent sends each worker a JSON request on stdin (weight folders, configs, report path); the worker
-loads the weights from safetensors, runs :func:`unildiff.export.bench.run_bench` for its one backend and
+loads the weights from safetensors, runs :func:`unildiff.bench.run.run_bench` for its one backend and
 writes its report atomically. Only JSON crosses the process boundary.
 """
 
@@ -22,15 +22,14 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from unildiff.backends import check_available
+from unildiff.bench.config import BenchConfig, bench_config_from_dict, config_description
+from unildiff.bench.run import PhotoBench, speedups
 from unildiff.errors import BackendUnavailableError, UniLDiffError
-from unildiff.export.backends import check_available
-from unildiff.export.bench import PhotoBench, speedups
-from unildiff.export.config import BenchConfig, OnnxRuntimeConfig
-from unildiff.export.timing import config_description
 from unildiff.models.bundle import require_trained_model
 from unildiff.utils.atomic import atomic_write_json
 
-WORKER_MODULE = "unildiff.export.bench_isolated"
+WORKER_MODULE = "unildiff.bench.isolated"
 # The folder holding this ``unildiff`` package, first on the worker's path: it runs the parent's code.
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
@@ -56,15 +55,6 @@ def _request(
         "engine_dir": str(engine_dir),
         "report": str(report),
     }
-
-
-def bench_config_from_dict(values: dict) -> BenchConfig:
-    """Inverse of ``config_description``: the JSON form of a ``BenchConfig`` back to the dataclass."""
-    values = dict(values)
-    onnxruntime = OnnxRuntimeConfig(**values.pop("onnxruntime"))
-    for key in ("sizes", "steps", "backends"):
-        values[key] = tuple(values[key])
-    return BenchConfig(**values, onnxruntime=onnxruntime)
 
 
 def _median_round(rows: list[dict]) -> dict:
@@ -205,7 +195,7 @@ def run_bench_isolated(
 
 def worker_main(request_text: str) -> None:
     """Run one backend's bench from a JSON request (see :func:`run_bench_isolated`)."""
-    from unildiff.export.bench import run_bench
+    from unildiff.bench.run import run_bench
     from unildiff.models.bundle import load_trained_model
     from unildiff.pipeline import SamplingConfig
 
