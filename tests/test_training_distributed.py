@@ -80,5 +80,5 @@ def test_two_cpu_processes_train_in_sync(tmp_path: Path) -> None:
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(r["processes"] == 2 and r["steps"] == 4 and r["backend"] == "gloo" for r in ranks), ranks
     assert ranks[0]["weights"] == ranks[1]["weights"]  # gradients were all-reduced: replicas stay identical
-    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    state = json.loads((tmp_path / "ckpt" / "step-00000004" / "state.json").read_text())
     assert state["step"] == 4 and state["fingerprint"]["processes"] == 2

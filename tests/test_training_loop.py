@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from unildiff.errors import ConfigError
-from unildiff.training.checkpoint import read_state_step
+from unildiff.training.checkpoint import latest_state, read_state_step, saved_states
 from unildiff.training.config import Stage1bConfig, Stage2Config, TrainConfig
 from unildiff.training.loop import NonFiniteLossError, ObjectiveOutput, ParamGroup, TrainingRun, train
 
@@ -88,7 +88,7 @@ def test_trains_only_trainable_and_logs(tmp_path: Path) -> None:
     assert torch.equal(run.objective.frozen.weight, frozen_before)
     assert not torch.equal(run.objective.trained.weight, trained_before)
     assert read_state_step(run.checkpoint_dir) == 6
-    saved = load_file(str(run.checkpoint_dir / "model.safetensors"))
+    saved = load_file(str(latest_state(run.checkpoint_dir) / "model.safetensors"))
     assert set(saved) == {"trained.weight", "trained.bias"}
     metrics = json.loads((run.live_dir / "metrics.json").read_text())
     assert {"loss", "l1"} <= set(metrics) and "trained" in metrics["lr"]
@@ -107,11 +107,27 @@ def test_kill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
     result = train(resumed, CONFIG)
     assert result.start_step == 3 and result.steps == 6
     assert torch.allclose(resumed_objective.trained.weight, straight.objective.trained.weight, atol=1e-6)
-    optimizer_a = load_file(str(straight.checkpoint_dir / "optimizer.safetensors"))
-    optimizer_b = load_file(str(resumed.checkpoint_dir / "optimizer.safetensors"))
+    optimizer_a = load_file(str(latest_state(straight.checkpoint_dir) / "optimizer.safetensors"))
+    optimizer_b = load_file(str(latest_state(resumed.checkpoint_dir) / "optimizer.safetensors"))
     assert set(optimizer_a) == set(optimizer_b) and "0.exp_avg" in optimizer_a
     for key in optimizer_a:
         assert torch.allclose(optimizer_a[key], optimizer_b[key], atol=1e-6), key
+
+
+def test_keeps_the_last_n_states_and_resumes_from_the_newest(tmp_path: Path) -> None:
+    limited = TrainConfig(checkpoint_every=1, log_every=1, checkpoints_total_limit=2)
+    killed = make_run(tmp_path, steps=6, objective=ToyObjective(kill_after=4))
+    with pytest.raises(KeyboardInterrupt):
+        train(killed, limited)
+    assert [path.name for path in saved_states(killed.checkpoint_dir)] == ["step-00000003", "step-00000004"]
+    resumed = make_run(tmp_path, steps=6)
+    assert train(resumed, limited).start_step == 4
+    assert [path.name for path in saved_states(resumed.checkpoint_dir)] == ["step-00000005", "step-00000006"]
+    # A state written under another config is refused, and deleted with the first save of the new run.
+    other = make_run(tmp_path, steps=8, lr=5e-3)
+    result = train(other, TrainConfig(checkpoint_every=4, log_every=1, checkpoints_total_limit=2))
+    assert result.start_step == 0 and "lr: 0.01 -> 0.005" in result.resume_note
+    assert [path.name for path in saved_states(other.checkpoint_dir)] == ["step-00000004", "step-00000008"]
 
 
 def test_finished_state_is_stale_and_training_starts_over(tmp_path: Path) -> None:
@@ -142,14 +158,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_state(tmp_path: Path) -> None
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(nan\) at step 4.*\(step 3\)"):
         train(broken, CONFIG)
     assert read_state_step(broken.checkpoint_dir) == 3
-    kept = load_file(str(broken.checkpoint_dir / "model.safetensors"))
+    kept = load_file(str(latest_state(broken.checkpoint_dir) / "model.safetensors"))
     assert all(torch.isfinite(tensor).all() for tensor in kept.values())
 
 
 def test_gradient_accumulation_and_ema_run(tmp_path: Path) -> None:
     run = make_run(tmp_path, steps=2)
     result = train(run, TrainConfig(gradient_accumulation_steps=2, use_ema=True, ema_decay=0.5, log_every=1))
-    assert result.steps == 2 and (run.checkpoint_dir / "ema.safetensors").is_file()
+    assert result.steps == 2 and (latest_state(run.checkpoint_dir) / "ema.safetensors").is_file()
 
 
 @pytest.mark.parametrize(
@@ -191,7 +207,7 @@ def test_8bit_adamw_keeps_8bit_state_and_resumes_exactly(tmp_path: Path) -> None
     config = dataclasses.replace(CONFIG, optimizer="adamw_8bit")
     straight = make_wide_run(tmp_path / "a", 6, WideObjective())
     train(straight, config)
-    saved = load_file(str(straight.checkpoint_dir / "optimizer.safetensors"))
+    saved = load_file(str(latest_state(straight.checkpoint_dir) / "optimizer.safetensors"))
     assert any(tensor.dtype == torch.uint8 for tensor in saved.values())  # 8-bit moments, not fp32
     killed = make_wide_run(tmp_path / "b", 6, WideObjective(kill_after=4))
     with pytest.raises(KeyboardInterrupt):

@@ -116,7 +116,7 @@ def test_train_joint_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path
     assert _same(before, *frozen)
     for snapshot, module in zip(trained_before, (lq_encoder, daff, unet), strict=True):
         assert not _same(snapshot, module)
-    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    state = json.loads((tmp_path / "ckpt" / "step-00000002" / "state.json").read_text())
     groups = {group["name"]: group["initial_lr"] for group in state["optimizer"]["param_groups"]}
     assert groups == {"lq_encoder": 5e-6, "denoiser": 1e-5}
     with torch.no_grad():  # put the shared prior back for the other tests
@@ -180,8 +180,8 @@ def test_prior_trains_vae_and_unet_not_text_encoders(tmp_path: Path) -> None:
     assert [r.stage for r in results] == ["prior_vae", "prior_unet"]
     assert _same(text_before, prior.text_encoder, prior.text_encoder_2)
     assert not _same(vae_before, prior.vae) and not _same(unet_before, prior.unet)
-    assert (tmp_path / "ckpt" / "vae" / "state.json").is_file() and (
-        tmp_path / "ckpt" / "unet" / "state.json"
+    assert (tmp_path / "ckpt" / "vae" / "step-00000001" / "state.json").is_file() and (
+        tmp_path / "ckpt" / "unet" / "step-00000001" / "state.json"
     ).is_file()
 
 

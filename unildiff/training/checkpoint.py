@@ -1,6 +1,8 @@
 """Resumable training state as safetensors + JSON (no pickles).
 
-A state directory (``checkpoints/<stage>/`` or a sub-folder of it) holds:
+A stage's checkpoint folder (``checkpoints/<stage>/``, or a sub-folder of it for the prior's two phases)
+holds one state directory per save, ``step-00000025/`` …; the loop keeps the last
+``train.checkpoints_total_limit`` of them and resumes from the newest. A state directory holds:
 
 - ``model.safetensors``: the trainable parameters, by their name in the training objective;
 - ``optimizer.safetensors``: the optimizer's per-parameter tensors (``<index>.<name>``, e.g. ``3.exp_avg``;
@@ -30,19 +32,57 @@ from unildiff.utils.atomic import atomic_dir, atomic_write_json
 
 STATE_JSON = "state.json"
 FORMAT_VERSION = 1
+STATE_PREFIX = "step-"
+
+
+def state_directory(checkpoint_dir: Path, step: int) -> Path:
+    """Where the state after ``step`` optimizer steps goes: ``<checkpoint_dir>/step-00000025``."""
+    return Path(checkpoint_dir) / f"{STATE_PREFIX}{step:08d}"
+
+
+def saved_states(checkpoint_dir: Path) -> list[Path]:
+    """The complete state directories in ``checkpoint_dir``, oldest step first."""
+    root = Path(checkpoint_dir)
+    if not root.is_dir():
+        return []
+    states = [
+        path
+        for path in root.iterdir()
+        if path.name.startswith(STATE_PREFIX) and path.name[len(STATE_PREFIX) :].isdigit()
+        and (path / STATE_JSON).is_file()
+    ]
+    return sorted(states, key=lambda path: int(path.name[len(STATE_PREFIX) :]))
+
+
+def latest_state(checkpoint_dir: Path) -> Path | None:
+    """The newest complete state directory in ``checkpoint_dir``, or ``None``."""
+    states = saved_states(checkpoint_dir)
+    return states[-1] if states else None
+
+
+def keep_states(checkpoint_dir: Path, keep: list[Path]) -> None:
+    """Delete every state directory in ``checkpoint_dir`` that is not in ``keep``."""
+    import shutil
+
+    kept = {path.resolve() for path in keep}
+    for path in saved_states(checkpoint_dir):
+        if path.resolve() not in kept:
+            shutil.rmtree(path)
 
 
 @dataclass(frozen=True)
 class ResumeDecision:
-    """Outcome of looking at an existing state directory.
+    """Outcome of looking at the saved states.
 
     Attributes:
         step: Optimizer step to continue from (0 = start over).
         reason: Why an existing state was refused, or ``None``.
+        state: The state directory resumed from, or ``None``.
     """
 
     step: int
     reason: str | None = None
+    state: Path | None = None
 
 
 def fingerprint_difference(saved: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
@@ -164,16 +204,16 @@ def save_training_state(
         atomic_write_json(temporary / STATE_JSON, payload)
 
 
-def read_state_step(directory: Path) -> int | None:
-    """The step recorded in ``directory``'s state, or ``None`` if there is no complete state."""
-    path = Path(directory) / STATE_JSON
-    if not path.is_file():
+def read_state_step(checkpoint_dir: Path) -> int | None:
+    """The step of the newest state in ``checkpoint_dir``, or ``None`` if there is no complete state."""
+    state = latest_state(checkpoint_dir)
+    if state is None:
         return None
-    return int(json.loads(path.read_text())["step"])
+    return int(json.loads((state / STATE_JSON).read_text())["step"])
 
 
 def load_training_state(
-    directory: Path,
+    checkpoint_dir: Path,
     *,
     fingerprint: Mapping[str, Any],
     mode: str,
@@ -183,10 +223,11 @@ def load_training_state(
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: Any | None = None,
 ) -> ResumeDecision:
-    """Restore a state written by :func:`save_training_state` if it matches ``fingerprint``.
+    """Restore the newest state in ``checkpoint_dir`` (:func:`save_training_state`) if it matches
+    ``fingerprint``.
 
     Args:
-        directory: State directory (absent = fresh start).
+        checkpoint_dir: The stage's checkpoint folder (absent or without a state = fresh start).
         fingerprint: The current run's fingerprint.
         mode: ``auto`` (refuse a mismatching state, with the reason, and start over), ``strict``
             (a mismatch raises) or ``never`` (ignore any state).
@@ -196,16 +237,15 @@ def load_training_state(
         model, optimizer, lr_scheduler, ema: Filled in place when the state is used.
 
     Returns:
-        The step to continue from and, when a state was refused, the reason.
+        The step to continue from, the state directory used, and, when a state was refused, the reason.
 
     Raises:
         ConfigError: In ``strict`` mode, when the state was written under another config.
     """
-    directory = Path(directory)
-    path = directory / STATE_JSON
-    if mode == "never" or not path.is_file():
+    directory = latest_state(checkpoint_dir)
+    if mode == "never" or directory is None:
         return ResumeDecision(step=0)
-    payload = json.loads(path.read_text())
+    payload = json.loads((directory / STATE_JSON).read_text())
     parameters = _trainable(model)
     model_tensors = load_file(str(directory / "model.safetensors"))
     current = json.loads(json.dumps(_jsonable(dict(fingerprint))))  # tuples -> lists, as saved
@@ -235,4 +275,4 @@ def load_training_state(
     if ema is not None:
         shadow = load_file(str(directory / "ema.safetensors"))
         ema.load_state_dict({**payload["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
-    return ResumeDecision(step=int(payload["step"]))
+    return ResumeDecision(step=int(payload["step"]), state=directory)

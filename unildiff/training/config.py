@@ -76,6 +76,8 @@ class TrainConfig:
             batches are the same either way.
         latent_shard_size: Pairs per shard file of the latent cache (``encode_latents`` holds one shard
             in memory while it writes).
+        checkpoints_total_limit: Resumable states kept per stage (``checkpoints/<stage>/step-N/``); the
+            newest is resumed from, older ones are deleted after each save.
     """
 
     seed: int = 0
@@ -96,6 +98,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     dataloader_workers: int = 0
     latent_shard_size: int = 256
+    checkpoints_total_limit: int = 1
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -118,6 +121,7 @@ class TrainConfig:
             "log_every",
             "encode_batch_size",
             "latent_shard_size",
+            "checkpoints_total_limit",
         ):
             _positive("train", name, getattr(self, name))
         _non_negative("train", "max_grad_norm", self.max_grad_norm)

@@ -32,7 +32,12 @@ from rich.text import Text
 
 from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.training.batch_stream import BatchSource, ScheduledBatches, derived_seed, stream_batches
-from unildiff.training.checkpoint import load_training_state, save_training_state
+from unildiff.training.checkpoint import (
+    keep_states,
+    load_training_state,
+    save_training_state,
+    state_directory,
+)
 from unildiff.training.config import ACCELERATE_MIXED_PRECISION, TrainConfig
 
 
@@ -208,6 +213,8 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     if ema is not None:
         ema.to(accelerator.device)
     last_saved = decision.step if decision.step else None
+    kept = [decision.state] if decision.state is not None else []
+    limit = config.checkpoints_total_limit
     live = _open_live(run, accelerator, decision.step)
     step, loss_value, started = decision.step, float("nan"), time.perf_counter()
     output: ObjectiveOutput | None = None
@@ -256,7 +263,9 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
             if live is not None and (step % config.log_every == 0 or step == run.steps):
                 _log(live, step, loss_value, output, optimizer)
             if step % config.checkpoint_every == 0 or step == run.steps:
-                _save(run, accelerator, step, fingerprint, objective, optimizer, lr_scheduler, ema)
+                _save(
+                    run, accelerator, step, fingerprint, objective, optimizer, lr_scheduler, ema, kept, limit
+                )
                 last_saved = step
     seconds = time.perf_counter() - started
     done = step - decision.step
@@ -358,11 +367,16 @@ def _save(
     optimizer: Any,
     lr_scheduler: Any,
     ema: Any,
+    kept: list[Path],
+    limit: int,
 ) -> None:
+    """Write the state after ``step`` and keep the newest ``limit`` of this run's lineage (``kept``:
+    the state resumed from, then the ones written since); older and refused states are deleted."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        directory = state_directory(run.checkpoint_dir, step)
         save_training_state(
-            run.checkpoint_dir,
+            directory,
             step=step,
             fingerprint=fingerprint,
             model=objective,
@@ -370,6 +384,9 @@ def _save(
             lr_scheduler=lr_scheduler,
             ema=ema,
         )
+        kept.append(directory)
+        del kept[:-limit]
+        keep_states(run.checkpoint_dir, kept)
     accelerator.wait_for_everyone()
 
 
