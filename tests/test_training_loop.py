@@ -123,11 +123,14 @@ def test_keeps_the_last_n_states_and_resumes_from_the_newest(tmp_path: Path) -> 
     resumed = make_run(tmp_path, steps=6)
     assert train(resumed, limited).start_step == 4
     assert [path.name for path in saved_states(resumed.checkpoint_dir)] == ["step-00000005", "step-00000006"]
-    # A state written under another config is refused, and deleted with the first save of the new run.
+    (resumed.checkpoint_dir / "state.json").write_text("{}")  # the older single-state layout
+    # A state written under another config is refused, and deleted with the first save of the new run,
+    # as is a state of the older layout.
     other = make_run(tmp_path, steps=8, lr=5e-3)
     result = train(other, TrainConfig(checkpoint_every=4, log_every=1, checkpoints_total_limit=2))
     assert result.start_step == 0 and "lr: 0.01 -> 0.005" in result.resume_note
     assert [path.name for path in saved_states(other.checkpoint_dir)] == ["step-00000004", "step-00000008"]
+    assert not (other.checkpoint_dir / "state.json").exists()
 
 
 def test_finished_state_is_stale_and_training_starts_over(tmp_path: Path) -> None:

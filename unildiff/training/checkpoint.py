@@ -60,14 +60,20 @@ def latest_state(checkpoint_dir: Path) -> Path | None:
     return states[-1] if states else None
 
 
+_LEGACY_FILES = (STATE_JSON, "model.safetensors", "optimizer.safetensors", "ema.safetensors")
+
+
 def keep_states(checkpoint_dir: Path, keep: list[Path]) -> None:
-    """Delete every state directory in ``checkpoint_dir`` that is not in ``keep``."""
+    """Delete every state directory in ``checkpoint_dir`` that is not in ``keep``, and the single state
+    an older layout kept directly in ``checkpoint_dir`` (it is never resumed)."""
     import shutil
 
     kept = {path.resolve() for path in keep}
     for path in saved_states(checkpoint_dir):
         if path.resolve() not in kept:
             shutil.rmtree(path)
+    for name in _LEGACY_FILES:
+        (Path(checkpoint_dir) / name).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
