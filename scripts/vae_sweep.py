@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=4e-3)
     parser.add_argument("--gradient-loss", type=float, default=0.0, help="weight of an L1 on image gradients")
     parser.add_argument("--every", type=int, default=200)
+    parser.add_argument("--channel-shuffle", action="store_true", help="random RGB permutation per image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -117,6 +118,9 @@ def main() -> None:
         images = images[..., top : top + crop, left : left + crop]
         if torch.rand(1, generator=generator) < 0.5:
             images = images.flip(-1)
+        if args.channel_shuffle:
+            orders = torch.stack([torch.randperm(3, generator=generator) for _ in range(len(images))])
+            images = torch.gather(images, 1, orders[:, :, None, None].expand_as(images))
         vae.train()
         decoded = vae.decode(vae.encode(images).latent_dist.mode()).sample
         loss = (decoded - images).abs().mean() + F.mse_loss(decoded, images)
