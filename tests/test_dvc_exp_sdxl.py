@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from tests.conftest import copy_pipeline
 from tests.smoke_repo import run
+from unildiff.training.latent_shards import ShardedLatentCache
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ def test_sdxl_preset_runs_the_prior_and_training_stages_through_dvc(
         assert record == {"preset": "sdxl", "trained": False, "step": 0}
     assert (repo / "checkpoints" / "prior").is_dir()
     # The latent cache holds the SDXL VAE's latents: 4 channels at 1/8 of the 32-pixel smoke crops.
-    latents = load_file(str(repo / "models" / "cache" / "latents" / "pairs.safetensors"))["gt_latents"]
+    latents = ShardedLatentCache(repo / "models" / "cache" / "latents").read([0]).gt_latents
     assert tuple(latents.shape[1:]) == (4, 4, 4)
     # DAFF trained on them, at the SDXL UNet's widths (its first level: 16 channels).
     daff = json.loads((repo / "models/stage1a/daff/config.json").read_text())
