@@ -68,7 +68,7 @@ def main() -> None:
         prior, lq_encoder, daff, cache, stage1b, train_config, args.out / "1b", None, accelerator, "probe"
     )
     seconds = time.perf_counter() - started
-    decoder = DAEMDecoder.from_vae(prior.vae, load_section("daem", DAEMConfig, params).validate(), seed=0)
+    decoder = DAEMDecoder.from_vae(prior.vae, load_section("daem", DAEMConfig, params), seed=0)
     model = UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
     steps = round(1000 / (args.timestep + 1))  # trailing spacing: one step at 1000/steps - 1
     sampling = dataclasses.replace(

@@ -18,7 +18,7 @@ def main() -> None:
     from unildiff.training.launch import relaunch_with_accelerate
 
     params = read_params()
-    prior_config = load_section("prior", PriorConfig, params).validate()
+    prior_config = load_section("prior", PriorConfig, params)
     train_config = load_section("train", TrainConfig, params)
     config = load_section("prior_train", PriorTrainConfig, params)
     if prior_config.preset == "sdxl":

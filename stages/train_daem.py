@@ -23,7 +23,7 @@ def main() -> None:
     config = load_section("stage2", Stage2Config, params)
     stage1b = load_section("stage1b", Stage1bConfig, params)
     start_timestep = stage1b.lq_start_timestep if stage1b.lq_start_probability > 0 else None
-    daem_config = load_section("daem", DAEMConfig, params).validate()
+    daem_config = load_section("daem", DAEMConfig, params)
     if relaunch_with_accelerate(train_config, "stages.train_daem"):
         return
     from unildiff.models.decoder import DAEMDecoder

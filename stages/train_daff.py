@@ -20,7 +20,7 @@ def main() -> None:
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage1a", Stage1aConfig, params)
-    daff_config = load_section("daff", DAFFConfig, params).validate()
+    daff_config = load_section("daff", DAFFConfig, params)
     if relaunch_with_accelerate(train_config, "stages.train_daff"):
         return
     from unildiff.models.lq_encoder import LQEncoder

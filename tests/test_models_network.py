@@ -183,11 +183,11 @@ def test_missing_artifacts_and_bad_params_are_named(model, tmp_path):
     with pytest.raises(MissingArtifactError, match="train_daem"):
         load_trained_model(tmp_path / "prior", tmp_path / "stage1b", tmp_path / "stage2")
     with pytest.raises(ConfigError, match="daem.top_k"):
-        DAEMConfig(num_experts=2, top_k=3).validate()
+        DAEMConfig(num_experts=2, top_k=3)
     with pytest.raises(ConfigError, match="daem.window"):
         DAEMDecoder.from_vae(model.prior.vae, DAEMConfig(window=3, up_blocks=(0,)))
     with pytest.raises(ConfigError, match="daff.width"):
-        DAFFConfig(width=24, num_heads=4).validate()
+        DAFFConfig(width=24, num_heads=4)
 
 
 def test_eval_runs_only_the_selected_experts_with_the_dense_result():

@@ -79,7 +79,7 @@ def test_missing_component_is_named(prior, tmp_path):
     with pytest.raises(ConfigError, match="prior.preset"):
         build_tiny_prior(PriorConfig(preset="sd15"), 0)
     with pytest.raises(ConfigError, match="prior.sdxl_path"):
-        PriorConfig(preset="sdxl").validate()
+        PriorConfig(preset="sdxl")
 
 
 def _write_slow_tokenizer(folder):

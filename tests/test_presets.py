@@ -66,7 +66,7 @@ def _resolve(tmp_path: Path) -> dict:
     stage1b = load_section("stage1b", Stage1bConfig, params)
     stage2 = load_section("stage2", Stage2Config, params)
     sampling = load_section("sampling", SamplingConfig, params)
-    prior = load_section("prior", PriorConfig, params).validate()
+    prior = load_section("prior", PriorConfig, params)
     data = load_section("data", DataConfig, params)
     daff = load_section("daff", DAFFConfig, params)
     # No train.accelerate_config: one process, so the global batch is batch_size x accumulation.

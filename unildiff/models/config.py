@@ -87,14 +87,13 @@ class PriorConfig:
     preset: str = "tiny"
     sdxl_path: str = ""
 
-    def validate(self) -> PriorConfig:
+    def __post_init__(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError(f"prior.preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
         if self.preset == "sdxl" and not self.sdxl_path:
             raise ConfigError(
                 "prior.sdxl_path must name a diffusers SDXL directory when prior.preset is sdxl"
             )
-        return self
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ class DAFFConfig:
     lq_residual: bool = False
     fusion: bool = True
 
-    def validate(self) -> DAFFConfig:
+    def __post_init__(self) -> None:
         for name in ("width", "num_heads", "patch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"daff.{name} must be >= 1, got {getattr(self, name)}")
@@ -133,7 +132,6 @@ class DAFFConfig:
             raise ConfigError(
                 f"daff.width / daff.num_heads must be a multiple of 4, got {self.width}/{self.num_heads}"
             )
-        return self
 
 
 @dataclass(frozen=True)
@@ -154,7 +152,7 @@ class DAEMConfig:
     up_blocks: tuple[int, ...] = (1, 2)
     num_heads: int = 1
 
-    def validate(self) -> DAEMConfig:
+    def __post_init__(self) -> None:
         if self.num_experts < 1:
             raise ConfigError(f"daem.num_experts must be >= 1, got {self.num_experts}")
         if not 1 <= self.top_k <= self.num_experts:
@@ -167,4 +165,3 @@ class DAEMConfig:
             raise ConfigError(f"daem.num_heads must be >= 1, got {self.num_heads}")
         if len(set(self.up_blocks)) != len(self.up_blocks):
             raise ConfigError(f"daem.up_blocks must not repeat an index, got {list(self.up_blocks)}")
-        return self

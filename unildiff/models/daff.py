@@ -16,6 +16,8 @@ zero, the residual is exactly zero at initialisation and the UNet computes what 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
@@ -73,16 +75,11 @@ class DAFF(ModelMixin, ConfigMixin):
         fusion: bool = True,
     ):
         super().__init__()
+        # validates (__post_init__): diffusers' from_pretrained calls __init__ with the saved keys
         DAFFConfig(
-            width,
-            num_double_blocks,
-            num_single_blocks,
-            num_heads,
-            patch_size,
-            normalize_lq,
-            lq_residual,
+            width, num_double_blocks, num_single_blocks, num_heads, patch_size, normalize_lq, lq_residual,
             fusion,
-        ).validate()
+        )  # fmt: skip
         head_dim = width // num_heads
         self.lq_norm = nn.GroupNorm(1, lq_channels) if normalize_lq else None
         self.hq_embed = nn.Conv2d(hidden_channels, width, kernel_size=patch_size, stride=patch_size)
@@ -108,20 +105,8 @@ class DAFF(ModelMixin, ConfigMixin):
     @classmethod
     def from_settings(cls, config: DAFFConfig, hidden_channels: int, lq_channels: int, text_dim: int) -> DAFF:
         """Build DAFF from the ``daff`` params and the sizes of the UNet, LQ encoder and text embedding."""
-        config.validate()
-        return cls(
-            hidden_channels=hidden_channels,
-            lq_channels=lq_channels,
-            text_dim=text_dim,
-            width=config.width,
-            num_double_blocks=config.num_double_blocks,
-            num_single_blocks=config.num_single_blocks,
-            num_heads=config.num_heads,
-            patch_size=config.patch_size,
-            normalize_lq=config.normalize_lq,
-            lq_residual=config.lq_residual,
-            fusion=config.fusion,
-        )
+        sizes = {"hidden_channels": hidden_channels, "lq_channels": lq_channels, "text_dim": text_dim}
+        return cls(**sizes, **dataclasses.asdict(config))
 
     def _rotary(self, grid_height: int, grid_width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         # Broadcast (not repeat_interleave) so the exported graph keeps h and w symbolic.

@@ -79,7 +79,7 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
         num_heads: int = 1,
     ):
         super().__init__()
-        DAEMConfig(num_experts, top_k, window, tuple(daem_up_blocks), num_heads).validate()
+        DAEMConfig(num_experts, top_k, window, tuple(daem_up_blocks), num_heads)  # validates (__post_init__)
         num_levels = len(block_out_channels)
         self.post_quant_conv = nn.Conv2d(latent_channels, latent_channels, 1) if use_post_quant_conv else None
         self.decoder = Decoder(
@@ -123,7 +123,6 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
             daem_config: The ``daem`` settings.
             seed: Seed of the fresh DAEM blocks' initialisation; the global RNG is left as it was.
         """
-        daem_config.validate()
         config = vae.config
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

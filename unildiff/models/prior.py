@@ -76,7 +76,6 @@ def build_tiny_prior(config: PriorConfig, seed: int) -> PriorComponents:
         config: Prior settings; ``config.preset`` must be ``tiny``.
         seed: Seed of the weight initialisation (the same seed gives the same weights).
     """
-    config.validate()
     if config.preset != "tiny":
         raise ConfigError(f"build_tiny_prior needs prior.preset=tiny, got {config.preset!r}")
     max_length = TINY["max_length"]
@@ -109,7 +108,6 @@ def build_tiny_prior(config: PriorConfig, seed: int) -> PriorComponents:
 
 def build_prior(config: PriorConfig, seed: int) -> PriorComponents:
     """The prior a config asks for: :func:`build_tiny_prior` for ``tiny``, :func:`load_prior` for ``sdxl``."""
-    config.validate()
     if config.preset == "tiny":
         return build_tiny_prior(config, seed)
     return load_prior(config.sdxl_path)
