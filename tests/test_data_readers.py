@@ -159,3 +159,18 @@ def test_real_pair_with_different_sizes_names_both_files(tmp_path: Path) -> None
     with pytest.raises(DataError, match=r"lq .*lq/0\.png.*gt .*gt/0\.png"):
         prepare_dataset(config, tmp_path / "prepared")
     assert not (tmp_path / "prepared").exists()
+
+
+def test_colour_photos_are_weighted_in_the_training_round_robin() -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from unildiff.data.sources import is_colour, weighted_sources
+
+    grey = np.repeat(np.random.default_rng(0).random((8, 8, 1)), 3, axis=2)
+    colour = np.random.default_rng(1).random((8, 8, 3))
+    assert not is_colour(grey) and is_colour(colour)
+    photos = {"a/grey": SimpleNamespace(image=grey), "b/colour": SimpleNamespace(image=colour)}
+    assert weighted_sources(["a/grey", "b/colour"], photos, 1) == ["a/grey", "b/colour"]
+    assert weighted_sources(["a/grey", "b/colour"], photos, 3) == ["a/grey"] + ["b/colour"] * 3

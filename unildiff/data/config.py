@@ -27,6 +27,10 @@ class DataConfig:
         val_fraction: fraction of the source photos held out for validation (by photo; for folder
             datasets, of the training sources). 0 = no validation split.
         source_short_side: built-in photos are resized so their short side is this (0 keeps them).
+        colour_source_weight: how many times each colour photo of the built-in training split enters the
+            round-robin that assigns training patches to photos (1 = every photo alike). 8 of the 11
+            built-in training photos are greyscale; weight 3 gives colour about half of the patches
+            (docs/data.md, "Colour balance").
         custom_prompt: prompt of the single task of the ``custom`` setting.
         seed: seed of the split, the crops and the degradations.
     """
@@ -42,6 +46,7 @@ class DataConfig:
     test_fraction: float = 0.25
     val_fraction: float = 0.15
     source_short_side: int = 256
+    colour_source_weight: int = 1
     custom_prompt: str = "restore the image"
     seed: int = 0
 
@@ -54,6 +59,7 @@ class DataConfig:
             "train_pairs_per_task",
             "test_pairs_per_task",
             "val_pairs_per_task",
+            "colour_source_weight",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(self, name)}")

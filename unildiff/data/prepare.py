@@ -23,7 +23,7 @@ from unildiff.data.imageio import read_image, write_image_into
 from unildiff.data.manifest import MANIFEST_NAME, SPLITS, ManifestRow, manifest_text
 from unildiff.data.readers import FolderPair, read_folder_pairs
 from unildiff.data.settings import Setting, get_setting
-from unildiff.data.sources import load_builtin_photos, random_patch, split_sources
+from unildiff.data.sources import load_builtin_photos, random_patch, split_sources, weighted_sources
 from unildiff.errors import DataError
 from unildiff.utils.atomic import atomic_dir
 
@@ -51,8 +51,9 @@ def builtin_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
     train_ids, val_ids, test_ids = split_sources(
         sorted(photos), config.test_fraction, config.seed, config.val_fraction
     )
+    train_sources = weighted_sources(train_ids, photos, config.colour_source_weight)
     plan = {
-        "train": (train_ids, config.patch_size, config.train_pairs_per_task),
+        "train": (train_sources, config.patch_size, config.train_pairs_per_task),
         "val": (val_ids, config.test_patch_size, config.val_pairs_per_task if val_ids else 0),
         "test": (test_ids, config.test_patch_size, config.test_pairs_per_task),
     }

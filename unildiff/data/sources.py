@@ -82,6 +82,20 @@ def resize_short_side(image: np.ndarray, short_side: int) -> np.ndarray:
     return np.asarray(pil, dtype=np.float32) / 255.0
 
 
+def is_colour(image: np.ndarray, threshold: float = 0.01) -> bool:
+    """Whether ``image`` ([0, 1], (H, W, 3)) has colour: the mean over pixels of the std across its three
+    channels exceeds ``threshold`` (greyscale photos replicated to RGB give exactly 0; the built-in colour
+    photos give 0.047 to 0.20)."""
+    return float(image.std(axis=2).mean()) > threshold
+
+
+def weighted_sources(source_ids: list[str], photos: dict, colour_weight: int) -> list[str]:
+    """``source_ids`` with each colour photo repeated ``colour_weight`` times, sorted (the round-robin
+    order of the training patches)."""
+    colour = [source for source in source_ids if is_colour(photos[source].image)]
+    return sorted(source_ids + colour * (colour_weight - 1))
+
+
 def load_builtin_photos(short_side: int = 0) -> list[SourcePhoto]:
     """Load every built-in photo, resized to ``short_side`` (0 keeps the original size).
 
