@@ -242,3 +242,17 @@ def test_training_memory_stays_flat_as_the_dataset_grows(tmp_path: Path) -> None
     in_memory_mib = (pairs[4000] - pairs[500]) * 2 * 3 * size * size * 4 / 2**20
     assert in_memory_mib > 250
     assert growth[4000] - growth[500] < 40, (growth, in_memory_mib)
+
+
+@pytest.mark.gpu
+def test_batches_are_pinned_for_the_asynchronous_cuda_copy(prior, tmp_path: Path) -> None:
+    memory = build_latent_cache(_pairs(4), prior.vae, batch_size=4)
+    write_latent_shards(_batches(memory, 4), tmp_path / "latents", 4, memory.scaling_factor)
+    source = LatentBatches(ShardedLatentCache(tmp_path / "latents"), None)
+    schedule = ScheduledBatches(
+        source, 2, seed=0, start_step=0, steps=2, accumulation=1, process=0, processes=1
+    )
+    loader = torch.utils.data.DataLoader(schedule, batch_size=None, num_workers=1, pin_memory=True)
+    batch = next(iter(loader))
+    assert batch.gt_latents.is_pinned() and batch.lq.is_pinned()
+    assert torch.equal(batch.gt_latents, schedule[0].gt_latents)

@@ -96,7 +96,8 @@ class ScheduledBatches(torch.utils.data.Dataset):
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """A dataclass batch with every tensor field moved to ``device`` (non-blocking from pinned memory)."""
+    """A dataclass batch with every tensor field moved to ``device`` (asynchronously when the DataLoader
+    pinned it: the latent batches have ``pin_memory()``)."""
     moved = {
         field.name: value.to(device, non_blocking=True)
         for field in dataclasses.fields(batch)

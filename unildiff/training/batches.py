@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,15 +12,26 @@ from unildiff.errors import ConfigError
 from unildiff.training.latents import LatentSource, TrainingPairs
 
 
+class _Pinnable:
+    """``pin_memory()`` for a dataclass batch: the DataLoader's pinning thread calls it on CUDA hosts, so
+    the copy to the GPU can run asynchronously (``non_blocking``)."""
+
+    def pin_memory(self):
+        tensors = {
+            name: value.pin_memory() for name, value in vars(self).items() if isinstance(value, torch.Tensor)
+        }
+        return dataclasses.replace(self, **tensors)
+
+
 @dataclass
-class ImageBatch:
+class ImageBatch(_Pinnable):
     """Clean images for the prior's VAE. ``gt``: [-1, 1], (B, 3, H, W)."""
 
     gt: torch.Tensor
 
 
 @dataclass
-class LatentBatch:
+class LatentBatch(_Pinnable):
     """One training batch of the latent stages.
 
     Attributes:

@@ -226,33 +226,30 @@ class _ShardFile:
         header.pop("__metadata__", None)
         self.data_start = 8 + length
         self.tensors = header
-        self._handle: int | None = None
-        self._pid = -1
 
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.tensors[name]["shape"])
 
     def rows(self, name: str, rows: Sequence[int]) -> torch.Tensor:
-        """Rows ``rows`` of tensor ``name``, (len(rows), *shape[1:])."""
+        """Rows ``rows`` of tensor ``name``, (len(rows), *shape[1:]).
+
+        The file is opened for the call and closed after it, so a process holds no descriptor between
+        batches however many shards the cache has (an open costs microseconds next to the reads).
+        """
         entry = self.tensors[name]
         numpy_dtype, _ = _DTYPES[entry["dtype"]]
         shape = entry["shape"]
         row_bytes = int(np.prod(shape[1:])) * np.dtype(numpy_dtype).itemsize
         begin = self.data_start + entry["data_offsets"][0]
-        handle = self._open()
-        chunks = [os.pread(handle, row_bytes, begin + row * row_bytes) for row in rows]
+        handle = os.open(self.path, os.O_RDONLY)
+        try:
+            chunks = [os.pread(handle, row_bytes, begin + row * row_bytes) for row in rows]
+        finally:
+            os.close(handle)
         if any(len(chunk) != row_bytes for chunk in chunks):
             raise DataError(f"latent cache shard {self.path} is truncated; run `dvc repro -f {CACHE_STAGE}`")
         array = np.frombuffer(b"".join(chunks), dtype=numpy_dtype).reshape(len(rows), *shape[1:])
         return torch.from_numpy(array.copy())
-
-    def _open(self) -> int:
-        if self._handle is None or self._pid != os.getpid():  # DataLoader workers reopen after fork
-            self._handle, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        return self._handle
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_handle": None, "_pid": -1}
 
 
 class ShardedLatentCache:
