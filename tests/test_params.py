@@ -91,6 +91,30 @@ def test_params_survive_a_dvc_rewrite_unchanged(tmp_path: Path) -> None:
             assert after == before, section
 
 
+def test_successive_dvc_rewrites_keep_params_yaml_valid(tmp_path: Path) -> None:
+    # A seed run, then a trained ablation in the same workspace (docs/evaluation.md): DVC's second
+    # rewrite of a list that had a comment after it on its line merged the next lines of params.yaml
+    # ("seed: 1 mixed_precision: fp32") and every later command failed. Comments go above lists.
+    rewritten = REPO_ROOT / "params.yaml"
+    for step, overrides in enumerate(
+        (
+            ["train.seed=1"],
+            ["evaluate.split=val", "evaluate.ablations=[no_diffusion,ceiling]"],
+            ["evaluate.split=test", "daem.up_blocks=[]", "evaluate.ablations=[]", "bench.sizes=[64]"],
+            ["daem.up_blocks=[1, 2]", "daff.fusion=false", "evaluate.metrics=[psnr, ssim]"],
+        )
+    ):
+        rewritten = _dvc_rewrite(rewritten, tmp_path / f"params{step}.yaml", overrides)
+    params = read_params(rewritten)
+    assert load_section("train", TrainConfig, params).seed == 1
+    assert load_section("train", TrainConfig, params).mixed_precision == "fp32"
+    assert load_section("daem", DAEMConfig, params).up_blocks == (1, 2)
+    assert load_section("daff", DAFFConfig, params).fusion is False
+    assert load_section("bench", BenchConfig, params).sizes == (64,)
+    assert load_section("evaluate", EvaluateConfig, params).ablations == ()
+    assert load_section("evaluate", EvaluateConfig, params).metrics == ("psnr", "ssim")
+
+
 def test_no_param_value_is_a_yaml_1_1_boolean_word() -> None:
     # Unambiguous values: even a YAML 1.1 reader of params.yaml (a user's script, an old tool) cannot see
     # a boolean where a string is meant, however DVC quotes it.
