@@ -30,7 +30,7 @@ from unildiff.pipeline import SamplingConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
 from unildiff.training.latent_shards import ShardedLatentCache
 from unildiff.training.loop import make_accelerator
-from unildiff.training.stage1 import build_daff, train_daff, train_joint
+from unildiff.training.stage1 import build_daff, train_stage1a, train_stage1b
 
 
 def main() -> None:
@@ -61,10 +61,10 @@ def main() -> None:
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, load_section("daff", DAFFConfig, params), train_config.seed)
     started = time.perf_counter()
-    result_1a = train_daff(
+    result_1a = train_stage1a(
         prior, lq_encoder, daff, cache, stage1a, train_config, args.out / "1a", None, accelerator, "probe"
     )
-    result_1b = train_joint(
+    result_1b = train_stage1b(
         prior, lq_encoder, daff, cache, stage1b, train_config, args.out / "1b", None, accelerator, "probe"
     )
     seconds = time.perf_counter() - started

@@ -86,17 +86,17 @@ def _stale_after(before: set[str], ran: set[str]) -> set[str]:
     return (before - ran) | downstream(ran, levels=1)
 
 
-def test_stage2_lambda2_reaches_train_daem_and_keeps_the_other_params(pipeline: Path) -> None:
+def test_stage2_lambda2_reaches_stage2_and_keeps_the_other_params(pipeline: Path) -> None:
     before = _stale(pipeline)
-    ran = _exp_run(pipeline, "-S", "stage2.lambda2=0.02", "train_daem")
-    assert ran == {"train_daem"}
+    ran = _exp_run(pipeline, "-S", "stage2.lambda2=0.02", "stage2")
+    assert ran == {"stage2"}
     params = read_params(pipeline / "params.yaml")
     assert params["stage2"]["lambda2"] == 0.02
     assert params["train"]["mixed_precision"] == "fp32"  # a str after DVC's YAML 1.2 round trip
     assert _stale(pipeline) == _stale_after(before, ran)
     assert {"evaluate", "export", "bench"} <= _stale(pipeline)
     # The stage trained with the new λ2: its logged loss is l1 + λ1(1 − SSIM) + λ2·L_aux (eq. of stage 2).
-    logged = json.loads((pipeline / "dvclive/train_daem/metrics.json").read_text())
+    logged = json.loads((pipeline / "dvclive/stage2/metrics.json").read_text())
     assert abs(logged["aux_loss"]) * 0.01 > 1e-5  # λ2 0.01 and 0.02 give distinguishable losses
     expected = logged["l1"] + params["stage2"]["lambda1"] * (1 - logged["ssim"]) + 0.02 * logged["aux_loss"]
     assert logged["loss"] == pytest.approx(expected, abs=2e-6)
@@ -105,11 +105,11 @@ def test_stage2_lambda2_reaches_train_daem_and_keeps_the_other_params(pipeline: 
 def test_keys_of_two_sections_rerun_only_their_stages(pipeline: Path) -> None:
     before = _stale(pipeline)
     ran = _exp_run(
-        pipeline, "-S", "validate.min_pairs_per_task=1", "-S", "stage1a.lr=0.0001", "validate", "train_daff"
+        pipeline, "-S", "validate.min_pairs_per_task=1", "-S", "stage1a.lr=0.0001", "validate", "stage1a"
     )
-    assert ran == {"validate", "train_daff"}
+    assert ran == {"validate", "stage1a"}
     assert not {"prepare", "prior", "encode_latents"} & ran
-    assert downstream(ran, levels=1) == {"train_joint"}
+    assert downstream(ran, levels=1) == {"stage1b"}
     assert _stale(pipeline) == _stale_after(before, ran)
 
 
@@ -118,7 +118,7 @@ def test_train_and_data_keys_rerun_their_stages_and_leave_the_rest_stale(pipelin
     ran = _exp_run(pipeline, "-S", "train.seed=1", "-S", "prior_train.vae_steps=3", "prior")
     assert ran == {"prior"}
     assert _stale(pipeline) == _stale_after(before, ran)
-    assert {"encode_latents", "train_daff", "train_joint", "train_daem"} <= _stale(pipeline)
+    assert {"encode_latents", "stage1a", "stage1b", "stage2"} <= _stale(pipeline)
     before = _stale(pipeline)
     ran = _exp_run(pipeline, "-S", "data.seed=1", "prepare")
     assert ran == {"prepare"}

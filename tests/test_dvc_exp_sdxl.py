@@ -4,7 +4,7 @@ DIR is a small directory in the diffusers SDXL layout with SDXL's own wiring, un
 the other tests build: an 8x VAE (4 down blocks) with 4 latent channels, a 3-level UNet whose last two
 levels cross-attend (two transformer layers in the deepest), and two text encoders of different widths
 (24 and 40, so the UNet cross-attends to 64 channels). It runs the data stages, ``prior`` (which trains
-nothing and links DIR), ``encode_latents`` and ``train_daff`` on a copy of the session's smoke run.
+nothing and links DIR), ``encode_latents`` and ``stage1a`` on a copy of the session's smoke run.
 """
 
 from __future__ import annotations
@@ -99,10 +99,10 @@ def test_sdxl_preset_runs_the_prior_and_training_stages_through_dvc(
     sdxl = build_sdxl_layout(tmp_path / "sdxl-small")
     repo = copy_pipeline(smoke_pipeline, tmp_path / "repo")
     preset = ["-S", "prior.preset=sdxl", "-S", f"prior.sdxl_path={sdxl}"]
-    completed = run(["dvc", "exp", "run", *preset, "train_daff"], repo)
+    completed = run(["dvc", "exp", "run", *preset, "stage1a"], repo)
     ran = set(re.findall(r"Running stage '([^']+)'", completed.stdout))
-    assert ran == {"prior", "encode_latents", "train_daff"}  # the data stages read no prior param
-    status = json.loads(run(["dvc", "status", "--json", "train_daff"], repo).stdout or "{}")
+    assert ran == {"prior", "encode_latents", "stage1a"}  # the data stages read no prior param
+    status = json.loads(run(["dvc", "status", "--json", "stage1a"], repo).stdout or "{}")
     assert status == {}, status
 
     # models/prior is the SDXL directory, linked (same file), not a trained tiny prior.

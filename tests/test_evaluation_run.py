@@ -93,7 +93,7 @@ def test_cli_restore_missing_weights_names_the_stage(tmp_path):
             str(tmp_path / "nothing"),
         ],
     )
-    assert result.exit_code == 1 and "dvc repro train_joint" in result.output
+    assert result.exit_code == 1 and "dvc repro stage1b" in result.output
 
 
 def test_cli_evaluate_samples_with_the_recorded_settings_unless_a_flag_overrides(tmp_path):

@@ -176,11 +176,11 @@ def test_save_load_round_trips_are_safetensors(model, tmp_path):
 
 def test_missing_artifacts_and_bad_params_are_named(model, tmp_path):
     save_prior(model.prior, tmp_path / "prior")
-    with pytest.raises(MissingArtifactError, match="train_joint"):
+    with pytest.raises(MissingArtifactError, match="dvc repro stage1b"):
         load_trained_model(tmp_path / "prior", tmp_path / "stage1b", tmp_path / "stage2")
     for name in ("lq_encoder", "daff", "unet"):
         getattr(model, name).save_pretrained(tmp_path / "stage1b" / name)
-    with pytest.raises(MissingArtifactError, match="train_daem"):
+    with pytest.raises(MissingArtifactError, match="dvc repro stage2"):
         load_trained_model(tmp_path / "prior", tmp_path / "stage1b", tmp_path / "stage2")
     with pytest.raises(ConfigError, match="daem.top_k"):
         DAEMConfig(num_experts=2, top_k=3)

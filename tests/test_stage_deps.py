@@ -131,15 +131,15 @@ def test_stage_lists_every_module_it_imports(pipeline: str, name: str, stage: di
 
 
 def test_walk_follows_lazy_and_transitive_imports() -> None:
-    files = {path.as_posix() for path in imported_files("stages.train_daem")}
-    # Imported inside main() by the stage, and by train_daem's library modules in turn.
-    assert {"stages/train_daem.py", "stages/__init__.py", "unildiff/params.py"} <= files
+    files = {path.as_posix() for path in imported_files("stages.stage2")}
+    # Imported inside main() by the stage, and by stage2's library modules in turn.
+    assert {"stages/stage2.py", "stages/__init__.py", "unildiff/params.py"} <= files
     assert {"unildiff/training/stage2.py", "unildiff/models/decoder.py", "unildiff/utils/atomic.py"} <= files
     assert "unildiff/utils/__init__.py" not in files  # a docstring-only package __init__ runs no code
 
 
 def test_a_missing_dep_is_reported() -> None:
-    deps = ["stages/train_daem.py", "unildiff/models"]
+    deps = ["stages/stage2.py", "unildiff/models"]
     assert _covered(Path("unildiff/models/daem.py"), deps)
     assert not _covered(Path("unildiff/training/stage2.py"), deps)
     assert not _covered(Path("unildiff/models_extra.py"), deps)

@@ -19,7 +19,7 @@ from unildiff.params import read_params
 
 pytestmark = pytest.mark.slow
 
-TRAINING = {"prior", "encode_latents", "train_daff", "train_joint", "train_daem"}
+TRAINING = {"prior", "encode_latents", "stage1a", "stage1b", "stage2"}
 #: One key of every section (and of every stage): the stages whose own params it changes.
 SCOPE = {
     ("data.seed", 1): {"prepare"},
@@ -28,11 +28,11 @@ SCOPE = {
     ("prior_train.vae_steps", 3): {"prior"},
     ("train.seed", 1): TRAINING,
     ("train.log_every", 2): TRAINING - {"encode_latents"},
-    ("daff.width", 32): {"train_daff"},
-    ("stage1a.lr", 1e-4): {"train_daff"},
-    ("stage1b.lr_denoiser", 2e-5): {"train_joint"},
-    ("stage2.lambda2", 0.02): {"train_daem"},
-    ("daem.num_experts", 3): {"train_daem"},
+    ("daff.width", 32): {"stage1a"},
+    ("stage1a.lr", 1e-4): {"stage1a"},
+    ("stage1b.lr_denoiser", 2e-5): {"stage1b"},
+    ("stage2.lambda2", 0.02): {"stage2"},
+    ("daem.num_experts", 3): {"stage2"},
     ("sampling.cfg", 4.0): {"evaluate", "export", "bench"},
     ("evaluate.grid_images", 1): {"evaluate"},
     ("export.parity_steps", 1): {"export"},

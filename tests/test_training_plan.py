@@ -43,8 +43,8 @@ def test_tiny_stages_plan_with_checkpointing_saving_memory() -> None:
     unet["projection_class_embeddings_input_dim"] = 6 * unet["addition_time_embed_dim"] + 32
     stages, checkpointing = stage_modules(unet, TINY["vae"], DAFFConfig(width=16, num_heads=2), DAEMConfig())
     plans = {stage.stage: plan_stage(stage, 64, 2, "adamw", checkpointing) for stage in stages}
-    assert set(plans) == {"train_daff", "train_joint", "train_daem"}
-    daff, joint = plans["train_daff"], plans["train_joint"]
+    assert set(plans) == {"stage1a", "stage1b", "stage2"}
+    daff, joint = plans["stage1a"], plans["stage1b"]
     assert daff.trainable_parameters < joint.trainable_parameters and joint.frozen_parameters == 0
     # Stage 1a trains DAFF only but still backpropagates through the frozen UNet after the hook.
     assert daff.activation_bytes > 0

@@ -72,16 +72,16 @@ def test_fresh_daff_and_daem_are_seeded_and_leave_the_global_rng_alone(setup) ->
     assert torch.equal(torch.rand(1), after_first)  # building consumed nothing from the global RNG
 
 
-def test_train_daff_updates_only_daff(setup, tmp_path: Path) -> None:
+def test_stage1a_updates_only_daff(setup, tmp_path: Path) -> None:
     from unildiff.models.lq_encoder import LQEncoder
-    from unildiff.training.stage1 import build_daff, train_daff
+    from unildiff.training.stage1 import build_daff, train_stage1a
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2), seed=0)
     frozen = (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     before, daff_before = _snapshot(*frozen), _snapshot(daff)
-    result = train_daff(
+    result = train_stage1a(
         prior,
         lq_encoder,
         daff,
@@ -98,9 +98,9 @@ def test_train_daff_updates_only_daff(setup, tmp_path: Path) -> None:
     assert daff.proj_out.weight.abs().sum() > 0  # the zero-initialised output projection has started to learn
 
 
-def test_train_joint_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path: Path) -> None:
+def test_stage1b_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path: Path) -> None:
     from unildiff.models.lq_encoder import LQEncoder
-    from unildiff.training.stage1 import build_daff, train_joint
+    from unildiff.training.stage1 import build_daff, train_stage1b
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
@@ -110,7 +110,7 @@ def test_train_joint_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path
     before, trained_before = _snapshot(*frozen), [_snapshot(m) for m in (lq_encoder, daff, unet)]
     unet_original = _snapshot(unet)
     config = Stage1bConfig(steps=2, batch_size=2, lr_lq_encoder=5e-6, lr_denoiser=1e-5)
-    train_joint(
+    train_stage1b(
         prior, lq_encoder, daff, cache, config, TRAIN, tmp_path / "ckpt", None, make_accelerator(TRAIN), "k"
     )
     assert _same(before, *frozen)
@@ -124,16 +124,16 @@ def test_train_joint_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path
             tensor.copy_(original)
 
 
-def test_train_daem_updates_only_decoder(setup, tmp_path: Path) -> None:
+def test_stage2_updates_only_decoder(setup, tmp_path: Path) -> None:
     from unildiff.models.decoder import DAEMDecoder
-    from unildiff.training.stage2 import train_daem
+    from unildiff.training.stage2 import train_stage2
 
     prior, cache = setup
     decoder = DAEMDecoder.from_vae(prior.vae, DAEMConfig())
     frozen = (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2)
     before, decoder_before = _snapshot(*frozen), _snapshot(decoder)
     config = Stage2Config(steps=2, batch_size=2, crop_size=32)
-    result = train_daem(
+    result = train_stage2(
         prior,
         decoder,
         cache,

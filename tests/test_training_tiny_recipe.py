@@ -136,7 +136,7 @@ def test_stage2_on_denoised_latents_trains_only_the_decoder(tmp_path: Path) -> N
     from unildiff.training.config import Stage2Config, TrainConfig
     from unildiff.training.latents import TrainingPairs, build_latent_cache
     from unildiff.training.loop import make_accelerator
-    from unildiff.training.stage2 import train_daem
+    from unildiff.training.stage2 import train_stage2
 
     prior = build_tiny_prior(PriorConfig(), seed=0)
     generator = torch.Generator().manual_seed(0)
@@ -152,9 +152,11 @@ def test_stage2_on_denoised_latents_trains_only_the_decoder(tmp_path: Path) -> N
     train = TrainConfig(checkpoint_every=1, log_every=1)
     config = Stage2Config(steps=2, batch_size=2, crop_size=32, latent_source="denoised")
     with pytest.raises(ConfigError, match="stage2.latent_source=denoised"):
-        train_daem(prior, decoder, cache, config, train, tmp_path / "c0", None, make_accelerator(train), "k")
+        train_stage2(
+            prior, decoder, cache, config, train, tmp_path / "c0", None, make_accelerator(train), "k"
+        )
     accelerator = make_accelerator(train)
-    train_daem(prior, decoder, cache, config, train, tmp_path / "c1", None, accelerator, "k", stage1)
+    train_stage2(prior, decoder, cache, config, train, tmp_path / "c1", None, accelerator, "k", stage1)
     after = [tensor for module in (stage1.lq_encoder, stage1.daff, stage1.unet)
              for tensor in module.state_dict().values()]  # fmt: skip
     assert all(torch.equal(a, b) for a, b in zip(frozen, after, strict=True))

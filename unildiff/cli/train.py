@@ -15,9 +15,9 @@ class TrainingStage(str, enum.Enum):
 
     prior = "prior"
     encode_latents = "encode_latents"
-    train_daff = "train_daff"
-    train_joint = "train_joint"
-    train_daem = "train_daem"
+    stage1a = "stage1a"
+    stage1b = "stage1b"
+    stage2 = "stage2"
 
 
 def register(app: typer.Typer) -> None:

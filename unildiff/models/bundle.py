@@ -17,10 +17,6 @@ from unildiff.models.denoiser import UniLDiffDenoiser
 from unildiff.models.lq_encoder import LQEncoder
 from unildiff.models.prior import PRIOR_STAGE, PriorComponents, load_prior
 
-#: DVC stages that write each artifact (docs/interfaces.md "Artifact layout").
-STAGE1_STAGE = "train_joint"
-STAGE2_STAGE = "train_daem"
-
 
 @dataclass
 class UniLDiffModel:
@@ -91,6 +87,7 @@ def build_model(prior: PriorComponents, daff_config: DAFFConfig, daem_config: DA
 
 
 def _require(path: Path, stage: str) -> Path:
+    # ``stage`` is the DVC stage writing ``models/<stage>/`` (one name for both, docs/architecture.md).
     if not (path / "config.json").is_file():
         raise MissingArtifactError(f"{path} is missing (run `dvc repro {stage}`)")
     return path
@@ -103,15 +100,15 @@ def require_trained_model(
     prior_dir, stage1_dir, stage2_dir = Path(prior_dir), Path(stage1_dir), Path(stage2_dir)
     if not prior_dir.is_dir():
         raise MissingArtifactError(f"{prior_dir} is missing (run `dvc repro {PRIOR_STAGE}`)")
-    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
-    return {"prior": prior_dir, **paths, "decoder": _require(stage2_dir / "decoder", STAGE2_STAGE)}
+    paths = {name: _require(stage1_dir / name, "stage1b") for name in ("lq_encoder", "daff", "unet")}
+    return {"prior": prior_dir, **paths, "decoder": _require(stage2_dir / "decoder", "stage2")}
 
 
 def load_stage1_model(prior: PriorComponents, stage1_dir: str | Path) -> UniLDiffModel:
     """The stage-1b network around a loaded ``prior`` (LQ encoder, DAFF, UNet), in eval mode; its
     ``decoder`` is the prior's plain VAE decoder (stage 2 has not run yet)."""
     stage1_dir = Path(stage1_dir)
-    paths = {name: _require(stage1_dir / name, STAGE1_STAGE) for name in ("lq_encoder", "daff", "unet")}
+    paths = {name: _require(stage1_dir / name, "stage1b") for name in ("lq_encoder", "daff", "unet")}
     model = UniLDiffModel(
         prior=prior,
         lq_encoder=LQEncoder.from_pretrained(paths["lq_encoder"], use_safetensors=True),

@@ -18,7 +18,7 @@ def relaunch_with_accelerate(config: TrainConfig, module: str) -> bool:
 
     Args:
         config: Shared training settings; nothing happens when ``accelerate_config`` is empty.
-        module: The stage module (``stages.train_daff``).
+        module: The stage module (``stages.stage1a``).
 
     Returns:
         ``True`` when the stage ran in the launched processes (the caller returns), ``False`` when the

@@ -246,7 +246,7 @@ def stage_modules(
         dtype: Module and activation dtype of the estimate.
 
     Returns:
-        The stages ``train_daff``, ``train_joint``, ``train_daem`` and the checkpointing switch of the UNet
+        The stages ``stage1a``, ``stage1b``, ``stage2`` and the checkpointing switch of the UNet
         and the DAEM decoder (``train.gradient_checkpointing``).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -303,8 +303,8 @@ def stage_modules(
                 module.disable_gradient_checkpointing()
 
     stages = [
-        StageModules("train_daff", (daff,), (unet, lq_encoder), denoise),
-        StageModules("train_joint", (lq_encoder, daff, unet), (), denoise),
-        StageModules("train_daem", (decoder,), (vae.encoder,), decode),
+        StageModules("stage1a", (daff,), (unet, lq_encoder), denoise),
+        StageModules("stage1b", (lq_encoder, daff, unet), (), denoise),
+        StageModules("stage2", (decoder,), (vae.encoder,), decode),
     ]
     return stages, checkpointing

@@ -81,7 +81,7 @@ def _objective(
     return objective, LatentBatches(cache, table)
 
 
-def train_daff(
+def train_stage1a(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
@@ -102,8 +102,8 @@ def train_daff(
         cache: Cached clean latents and lq [-1, 1] (N, 3, S, S) images.
         config: Steps, lr, batch size.
         train_config: Shared loop settings.
-        checkpoint_dir: ``checkpoints/train_daff``.
-        live_dir: ``dvclive/train_daff`` or ``None``.
+        checkpoint_dir: ``checkpoints/stage1a``.
+        live_dir: ``dvclive/stage1a`` or ``None``.
         accelerator: The process's ``accelerate.Accelerator``.
         inputs_key: Digest of the prior and the cache (a changed input refuses an old state).
     """
@@ -111,7 +111,7 @@ def train_daff(
     daff.requires_grad_(True).train()
     objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
     run = TrainingRun(
-        stage="train_daff",
+        stage="stage1a",
         objective=objective,
         param_groups=[ParamGroup("daff", tuple(daff.parameters()), config.lr)],
         batches=batches,
@@ -128,7 +128,7 @@ def train_daff(
     return result
 
 
-def train_joint(
+def train_stage1b(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
@@ -143,8 +143,8 @@ def train_joint(
     """Stage 1b: train the LQ encoder (``lr_lq_encoder``) and DAFF + UNet (``lr_denoiser``), cosine decay.
 
     The VAE and the text encoders stay frozen. With ``daff.config.fusion`` off (the ablation without DAFF)
-    only the UNet trains. Arguments as :func:`train_daff` (``daff`` comes from 1a;
-    ``checkpoint_dir`` is ``checkpoints/train_joint``); ``lq_encoder``, ``daff`` and ``prior.unet`` are
+    only the UNet trains. Arguments as :func:`train_stage1a` (``daff`` comes from 1a;
+    ``checkpoint_dir`` is ``checkpoints/stage1b``); ``lq_encoder``, ``daff`` and ``prior.unet`` are
     updated in place.
     """
     _freeze(prior.vae, prior.text_encoder, prior.text_encoder_2)
@@ -159,7 +159,7 @@ def train_joint(
     else:  # the ablation without DAFF: f^LQ is unused, only the UNet learns
         groups = [ParamGroup("denoiser", tuple(prior.unet.parameters()), config.lr_denoiser)]
     run = TrainingRun(
-        stage="train_joint",
+        stage="stage1b",
         objective=objective,
         param_groups=groups,
         batches=batches,

@@ -34,7 +34,7 @@ class SkipEncoder(torch.nn.Module):
         return encode_with_skips(self.vae, lq)[1]
 
 
-def train_daem(
+def train_stage2(
     prior: Any,
     decoder: torch.nn.Module,
     cache: LatentSource,
@@ -59,8 +59,8 @@ def train_daem(
         cache: Cached clean latents with lq/gt [-1, 1] (N, 3, S, S).
         config: Steps, lr, λ1, λ2.
         train_config: Shared loop settings.
-        checkpoint_dir: ``checkpoints/train_daem``.
-        live_dir: ``dvclive/train_daem`` or ``None``.
+        checkpoint_dir: ``checkpoints/stage2``.
+        live_dir: ``dvclive/stage2`` or ``None``.
         accelerator: The process's ``accelerate.Accelerator``.
         inputs_key: Digest of the prior and the cache (and stage 1b when it is used).
         stage1: The trained ``UniLDiffModel`` whose denoiser restores the stage-2 inputs when
@@ -99,7 +99,7 @@ def train_daem(
     )
     settings = {key: value for key, value in decoder.config.items() if not key.startswith("_")}
     run = TrainingRun(
-        stage="train_daem",
+        stage="stage2",
         objective=objective,
         param_groups=[ParamGroup("decoder", tuple(decoder.parameters()), config.lr)],
         batches=batches,

@@ -1,4 +1,4 @@
-"""DVC stage ``train_daem`` (stage 2): tune the VAE decoder + DAEM, L1 + λ1·(1−SSIM) + λ2·L_aux (eq. 10)."""
+"""DVC stage ``stage2``: tune the VAE decoder + DAEM, L1 + λ1·(1−SSIM) + λ2·L_aux (eq. 10)."""
 
 from pathlib import Path
 
@@ -9,8 +9,8 @@ PRIOR = Path("models/prior")
 CACHE = Path("models/cache/latents")
 STAGE1 = Path("models/stage1b")
 OUTPUT = Path("models/stage2")
-CHECKPOINTS = Path("checkpoints/train_daem")
-LIVE = Path("dvclive/train_daem")
+CHECKPOINTS = Path("checkpoints/stage2")
+LIVE = Path("dvclive/stage2")
 
 
 def main() -> None:
@@ -24,14 +24,14 @@ def main() -> None:
     stage1b = load_section("stage1b", Stage1bConfig, params)
     start_timestep = stage1b.lq_start_timestep if stage1b.lq_start_probability > 0 else None
     daem_config = load_section("daem", DAEMConfig, params)
-    if relaunch_with_accelerate(train_config, "stages.train_daem"):
+    if relaunch_with_accelerate(train_config, "stages.stage2"):
         return
     from unildiff.models.decoder import DAEMDecoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
-    from unildiff.training.stage2 import train_daem
+    from unildiff.training.stage2 import train_stage2
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
@@ -45,7 +45,7 @@ def main() -> None:
 
         stage1 = load_stage1_model(prior, STAGE1)
         inputs_key += digest_directory(STAGE1)
-    result = train_daem(
+    result = train_stage2(
         prior,
         decoder,
         cache,
@@ -63,7 +63,7 @@ def main() -> None:
         with atomic_dir(OUTPUT) as temporary:
             decoder.save_pretrained(temporary / "decoder", safe_serialization=True)
         print(
-            f"train_daem: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"stage2: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
         )
 

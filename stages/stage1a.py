@@ -1,4 +1,4 @@
-"""DVC stage ``train_daff`` (stage 1a): pre-train DAFF with everything else frozen (eq. 9)."""
+"""DVC stage ``stage1a``: pre-train DAFF with everything else frozen (eq. 9)."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ from unildiff.params import load_section, read_params
 PRIOR = Path("models/prior")
 CACHE = Path("models/cache/latents")
 OUTPUT = Path("models/stage1a")
-CHECKPOINTS = Path("checkpoints/train_daff")
-LIVE = Path("dvclive/train_daff")
+CHECKPOINTS = Path("checkpoints/stage1a")
+LIVE = Path("dvclive/stage1a")
 
 
 def main() -> None:
@@ -21,14 +21,14 @@ def main() -> None:
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage1a", Stage1aConfig, params)
     daff_config = load_section("daff", DAFFConfig, params)
-    if relaunch_with_accelerate(train_config, "stages.train_daff"):
+    if relaunch_with_accelerate(train_config, "stages.stage1a"):
         return
     from unildiff.models.lq_encoder import LQEncoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
-    from unildiff.training.stage1 import build_daff, train_daff
+    from unildiff.training.stage1 import build_daff, train_stage1a
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
@@ -42,17 +42,17 @@ def main() -> None:
         write_untrained_outs(
             CHECKPOINTS, (LIVE,), {"trained": False, "reason": "daff.fusion=false", "step": 0}
         )
-        print("train_daff: daff.fusion=false (ablation without DAFF), nothing trained")
+        print("stage1a: daff.fusion=false (ablation without DAFF), nothing trained")
         return
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
-    result = train_daff(
+    result = train_stage1a(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:
             daff.save_pretrained(temporary / "daff", safe_serialization=True)
         print(
-            f"train_daff: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"stage1a: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
         )
 

@@ -1,4 +1,4 @@
-"""DVC stage ``train_joint`` (stage 1b): fine-tune LQ encoder, DAFF and UNet, cosine decay (eq. 9)."""
+"""DVC stage ``stage1b``: fine-tune LQ encoder, DAFF and UNet, cosine decay (eq. 9)."""
 
 from pathlib import Path
 
@@ -9,8 +9,8 @@ PRIOR = Path("models/prior")
 CACHE = Path("models/cache/latents")
 STAGE1A = Path("models/stage1a")
 OUTPUT = Path("models/stage1b")
-CHECKPOINTS = Path("checkpoints/train_joint")
-LIVE = Path("dvclive/train_joint")
+CHECKPOINTS = Path("checkpoints/stage1b")
+LIVE = Path("dvclive/stage1b")
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage1b", Stage1bConfig, params)
-    if relaunch_with_accelerate(train_config, "stages.train_joint"):
+    if relaunch_with_accelerate(train_config, "stages.stage1b"):
         return
     from unildiff.errors import MissingArtifactError
     from unildiff.models.daff import DAFF
@@ -29,18 +29,18 @@ def main() -> None:
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
-    from unildiff.training.stage1 import train_joint
+    from unildiff.training.stage1 import train_stage1b
     from unildiff.utils.atomic import atomic_dir
 
     if not (STAGE1A / "daff").is_dir():
-        raise MissingArtifactError(f"{STAGE1A / 'daff'} is missing; run `dvc repro train_daff`")
+        raise MissingArtifactError(f"{STAGE1A / 'daff'} is missing; run `dvc repro stage1a`")
     accelerator = make_accelerator(train_config)
     prior = load_prior(PRIOR)
     cache = ShardedLatentCache(CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = DAFF.from_pretrained(STAGE1A / "daff", use_safetensors=True)
     inputs_key = digest_directory(PRIOR) + digest_directory(CACHE) + digest_directory(STAGE1A)
-    result = train_joint(
+    result = train_stage1b(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
     if accelerator.is_main_process:
@@ -49,7 +49,7 @@ def main() -> None:
             daff.save_pretrained(temporary / "daff", safe_serialization=True)
             prior.unet.save_pretrained(temporary / "unet", safe_serialization=True)
         print(
-            f"train_joint: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
+            f"stage1b: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"
         )
 
