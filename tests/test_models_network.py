@@ -143,11 +143,16 @@ def test_eval_routing_is_deterministic_and_training_routing_is_noisy(model):
         assert torch.equal(first.sample, second.sample)
         assert torch.isclose(first.expert_usage.sum(), torch.tensor(1.0))  # top_k = 1
         model.decoder.train()
-        torch.manual_seed(0)
-        noisy = model.decoder(lq_latent, tuple(skips)).aux_loss
-        torch.manual_seed(1)
-        other = model.decoder(lq_latent, tuple(skips)).aux_loss
+        global_state = torch.get_rng_state()
+        noisy = model.decoder(lq_latent, tuple(skips), torch.Generator().manual_seed(0)).aux_loss
+        again = model.decoder(lq_latent, tuple(skips), torch.Generator().manual_seed(0)).aux_loss
+        other = model.decoder(lq_latent, tuple(skips), torch.Generator().manual_seed(1)).aux_loss
+        quiet = model.decoder(lq_latent, tuple(skips)).aux_loss
+        quiet_again = model.decoder(lq_latent, tuple(skips)).aux_loss
+        assert torch.equal(torch.get_rng_state(), global_state)  # the decoder never draws from torch's RNG
+    assert noisy.item() == again.item()  # the noise is the caller's generator's
     assert noisy.item() != other.item()
+    assert quiet.item() == quiet_again.item()  # no generator: no routing noise
 
 
 def test_save_load_round_trips_are_safetensors(model, tmp_path):

@@ -5,7 +5,8 @@ One block::
     decoder feature x (B, C, h, w) ─┐
     LQ skip feature   (B, C_s, h, w) ┴─ concat → 1×1 conv → fused (B, C, h, w)
     router tokens: fused averaged over windows (window 0: the whole map) → logits Wx (B, E, h', w')
-    gates g = top-k(softmax(Wx + ξ)) (eq. 7), ξ ~ N(0, (1/E)²) in training only, not renormalised
+    gates g = top-k(softmax(Wx + ξ)) (eq. 7), not renormalised; ξ ~ N(0, (1/E)²) in training only, drawn
+        by the caller (the stage-2 objective's generator, through :class:`DAEMDecoder`), never here
     y = Σ_i g_i · E_i(fused) ⊗ S(fused) (eq. 8); E_i NAFBlocks, S Restormer transposed attention
     out = x + α ⊙ y, α (1, C, 1, 1) zero-initialised → at initialisation the block is the identity
 
@@ -177,17 +178,28 @@ class DAEMBlock(nn.Module):
                 mixture = mixture.index_add(0, images, weights * expert(fused[images]))
         return mixture
 
+    def router_shape(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        """Shape (B, E, h', w') of the router logits for a decoder feature ``x`` (B, C, h, w)."""
+        if self.window == 0:
+            return (x.shape[0], self.num_experts, 1, 1)
+        return (
+            x.shape[0],
+            self.num_experts,
+            -(-x.shape[2] // self.window),
+            -(-x.shape[3] // self.window),
+        )
+
     def forward(
-        self, x: torch.Tensor, skip: torch.Tensor
+        self, x: torch.Tensor, skip: torch.Tensor, routing_noise: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Refine a decoder feature.
-
-        In training mode the router adds ξ ~ N(0, (1/E)²) drawn from torch's global RNG (the paper's
-        routing noise; seed it through the training loop). In eval mode routing is deterministic.
 
         Args:
             x: Decoder feature, (B, C, h, w).
             skip: LQ skip feature from the frozen VAE encoder, (B, C_s, h, w).
+            routing_noise: Standard normal draws shaped :meth:`router_shape` (training only): the router
+                adds ξ = routing_noise / E (the paper's noisy gating, eq. 7). ``None``: deterministic
+                routing, as in evaluation. The block never draws random numbers itself.
 
         Returns:
             out (B, C, h, w), clean logits (N, E), noisy logits (N, E) and the selection mask (N, E), with
@@ -196,8 +208,8 @@ class DAEMBlock(nn.Module):
         fused = self.fuse(torch.cat([x, skip.to(x.dtype)], dim=1))
         clean_logits = self.router(self._router_tokens(fused))  # (B, E, h', w')
         noisy_logits = clean_logits
-        if self.training:
-            noisy_logits = clean_logits + torch.randn_like(clean_logits) / self.num_experts
+        if routing_noise is not None:
+            noisy_logits = clean_logits + routing_noise.to(clean_logits.dtype) / self.num_experts
         probabilities = noisy_logits.softmax(dim=1)
         threshold = probabilities.topk(self.top_k, dim=1).values[:, self.top_k - 1 : self.top_k]
         selected = (probabilities >= threshold).to(probabilities.dtype)

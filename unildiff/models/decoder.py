@@ -157,13 +157,21 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
             )
         return decoder.to(vae.device)
 
-    def forward(self, latents: torch.Tensor, skips: tuple[torch.Tensor, ...]) -> DecoderOutput:
+    def forward(
+        self,
+        latents: torch.Tensor,
+        skips: tuple[torch.Tensor, ...],
+        routing_generator: torch.Generator | None = None,
+    ) -> DecoderOutput:
         """Decode scaled latents with DAEM refinement.
 
         Args:
             latents: Scaled latents (``mode() * scaling_factor``), (B, 4, H/8, W/8).
             skips: The frozen VAE encoder's features on the LQ image, one per level (see module docstring),
                 level j (B, block_out_channels[j], H/2^j, W/2^j).
+            routing_generator: In training mode, the generator of the routers' noise ξ (eq. 7), given by
+                the training objective; it is drawn here, outside any gradient-checkpointed call, so that
+                a recomputation sees the same noise. ``None`` (and always in eval mode): no noise.
 
         Returns:
             :class:`DecoderOutput` with sample [-1, 1] (B, 3, H, W), aux_loss (0-dim), expert_usage (E,).
@@ -189,7 +197,15 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
             if str(index) in self.daem_blocks:
                 skip = skips[skip_level(index, num_levels)]
                 block = self.daem_blocks[str(index)]
-                hidden, clean_logits, noisy_logits, selected = call(block, hidden, skip)
+                noise = None
+                if self.training and routing_generator is not None:
+                    noise = torch.randn(
+                        block.router_shape(hidden),
+                        generator=routing_generator,
+                        device=hidden.device,
+                        dtype=torch.float32,
+                    )
+                hidden, clean_logits, noisy_logits, selected = call(block, hidden, skip, noise)
                 usages.append(selected.mean(dim=0))
                 if self.training:
                     losses.append(

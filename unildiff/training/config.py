@@ -137,6 +137,7 @@ class PriorTrainConfig:
     Attributes:
         vae_steps: Optimizer steps of the VAE (reconstruction + KL).
         vae_lr: AdamW learning rate of the VAE.
+        vae_adam_beta2: AdamW's β2 in the VAE phase (``tiny``: 0.99 learned faster than torch's 0.999).
         kl_weight: Weight of the KL term of the VAE loss.
         unet_steps: Optimizer steps of the UNet (ε-prediction, eq. 9 with an L2 norm as in LDM).
         unet_lr: AdamW learning rate of the UNet.
@@ -156,6 +157,7 @@ class PriorTrainConfig:
 
     vae_steps: int = 2000
     vae_lr: float = 1e-3
+    vae_adam_beta2: float = 0.999
     kl_weight: float = 1e-6
     unet_steps: int = 4000
     unet_lr: float = 1e-3
@@ -180,6 +182,8 @@ class PriorTrainConfig:
         for name in ("vae_steps", "unet_steps", "batch_size", "vae_batch_size", "vae_lr", "unet_lr"):
             _positive("prior_train", name, getattr(self, name))
         _non_negative("prior_train", "vae_crop_size", self.vae_crop_size)
+        if not 0.0 < self.vae_adam_beta2 < 1.0:
+            raise ConfigError(f"prior_train.vae_adam_beta2 must be in (0, 1), got {self.vae_adam_beta2}")
         _non_negative("prior_train", "kl_weight", self.kl_weight)
 
 

@@ -87,6 +87,7 @@ class TrainingRun:
         lr_schedule: ``diffusers.optimization.get_scheduler`` name (``constant``, ``cosine``, ...).
         warmup_steps: Warm-up steps of the schedule.
         weight_decay: AdamW weight decay.
+        adam_beta2: AdamW's second-moment decay (torch's default 0.999).
     """
 
     stage: str
@@ -101,6 +102,7 @@ class TrainingRun:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    adam_beta2: float = 0.999
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     accelerator = accelerator or make_accelerator(config)
     objective = run.objective.to(accelerator.device)
     groups = [{"params": list(g.parameters), "lr": g.lr, "name": g.name} for g in run.param_groups]
-    optimizer = make_optimizer(groups, run.weight_decay, config.optimizer)
+    optimizer = make_optimizer(groups, run.weight_decay, config.optimizer, (0.9, run.adam_beta2))
     if config.gradient_checkpointing:
         switched = enable_gradient_checkpointing(objective)
         if accelerator.is_main_process:
@@ -194,6 +196,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         "lr_schedule": run.lr_schedule,
         "warmup_steps": run.warmup_steps,
         "weight_decay": run.weight_decay,
+        "adam_beta2": run.adam_beta2,
         "param_groups": [[g.name, g.lr] for g in run.param_groups],
         "train": _train_fingerprint(config),
     }
@@ -308,7 +311,12 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     )
 
 
-def make_optimizer(groups: list[dict[str, Any]], weight_decay: float, name: str) -> torch.optim.Optimizer:
+def make_optimizer(
+    groups: list[dict[str, Any]],
+    weight_decay: float,
+    name: str,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     """AdamW over ``groups``: torch's, or bitsandbytes' 8-bit AdamW (``train.optimizer: adamw_8bit``).
 
     Raises:
@@ -321,8 +329,8 @@ def make_optimizer(groups: list[dict[str, Any]], weight_decay: float, name: str)
             raise ConfigError(
                 "train.optimizer=adamw_8bit needs bitsandbytes (pip install bitsandbytes)"
             ) from error
-        return bitsandbytes.optim.AdamW8bit(groups, weight_decay=weight_decay)
-    return torch.optim.AdamW(groups, weight_decay=weight_decay)
+        return bitsandbytes.optim.AdamW8bit(groups, betas=betas, weight_decay=weight_decay)
+    return torch.optim.AdamW(groups, betas=betas, weight_decay=weight_decay)
 
 
 def enable_gradient_checkpointing(objective: torch.nn.Module) -> list[str]:

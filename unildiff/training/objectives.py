@@ -1,7 +1,8 @@
 """Training objectives of every stage: modules holding the networks, returning an ``ObjectiveOutput``.
 
-The noise, timesteps and prompt dropout are drawn here, in training code, from the generator the loop
-passes in (seeded per step); the networks themselves never sample.
+The noise, timesteps, prompt dropout and DAEM routing noise are drawn in training code, from the
+generator the loop passes in (seeded per step); the networks themselves never sample (the DAEM decoder
+draws its routers' noise only from the generator the stage-2 objective hands it).
 """
 
 from __future__ import annotations
@@ -362,9 +363,11 @@ class DecoderObjective(torch.nn.Module):
         latents = batch.gt_latents if self.latents is None else self.latents(batch, generator)
         if self.upcast:
             with torch.autocast(latents.device.type, enabled=False):
-                output = self.decoder(latents.float(), tuple(skip.float() for skip in skips))
+                output = self.decoder(
+                    latents.float(), tuple(skip.float() for skip in skips), routing_generator=generator
+                )
         else:
-            output = self.decoder(latents, skips)
+            output = self.decoder(latents, skips, routing_generator=generator)
         restored = output.sample.float()
         l1 = (restored - batch.gt).abs().mean()
         structure = ssim((restored.clamp(-1, 1) + 1) / 2, (batch.gt + 1) / 2)

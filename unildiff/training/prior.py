@@ -66,6 +66,7 @@ def train_tiny_prior(
         live_dir=live_dir / "vae" if live_dir else None,
         fingerprint=data_key,
         lr_schedule="cosine",
+        adam_beta2=config.vae_adam_beta2,
     )
     vae_result = train(vae_run, train_config, accelerator)
     prior.vae.requires_grad_(False).eval()
