@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unildiff.errors import MissingArtifactError
+from unildiff.errors import ConfigError, MissingArtifactError
 from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.models.prior import build_tiny_prior, save_prior
 from unildiff.training.batches import LatentBatches
@@ -148,6 +148,36 @@ def test_stage2_updates_only_decoder(setup, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert {"l1", "ssim", "aux_loss", "expert_usage"} <= set(metrics)
     assert (tmp_path / "live" / "plots" / "custom" / "expert_usage.json").is_file()
+
+
+def test_stage2_trains_the_decoder_at_its_scaled_rate_and_daem_at_lr(setup, tmp_path: Path) -> None:
+    from unildiff.models.decoder import DAEMDecoder
+    from unildiff.training.stage2 import train_stage2
+
+    prior, cache = setup
+    decoder = DAEMDecoder.from_vae(prior.vae, DAEMConfig())
+    config = Stage2Config(steps=1, lr=1e-3, decoder_lr_scale=0.01, batch_size=2, crop_size=32)
+    train_stage2(
+        prior, decoder, cache, config, TRAIN, tmp_path / "ckpt", None, make_accelerator(TRAIN), "key"
+    )
+
+    def groups(folder: Path) -> dict[str, tuple[float, int]]:
+        state = json.loads((folder / "step-00000001" / "state.json").read_text())
+        return {
+            group["name"]: (group["initial_lr"], len(group["params"]))
+            for group in state["optimizer"]["param_groups"]
+        }
+
+    daem_count = len(list(decoder.daem_blocks.parameters()))
+    assert groups(tmp_path / "ckpt") == {
+        "decoder": (pytest.approx(1e-5), len(list(decoder.parameters())) - daem_count),
+        "daem": (1e-3, daem_count),
+    }
+    bare = DAEMDecoder.from_vae(prior.vae, DAEMConfig(up_blocks=()))
+    train_stage2(prior, bare, cache, config, TRAIN, tmp_path / "bare", None, make_accelerator(TRAIN), "key")
+    assert list(groups(tmp_path / "bare")) == ["decoder"]
+    with pytest.raises(ConfigError, match="stage2.decoder_lr_scale"):
+        Stage2Config(decoder_lr_scale=0.0)
 
 
 def test_lambda2_reaches_the_loss(setup) -> None:

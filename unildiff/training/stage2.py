@@ -34,6 +34,18 @@ class SkipEncoder(torch.nn.Module):
         return encode_with_skips(self.vae, lq)[1]
 
 
+def stage2_param_groups(decoder: torch.nn.Module, config: Stage2Config) -> list[ParamGroup]:
+    """The VAE decoder's weights at ``lr · decoder_lr_scale`` and the DAEM blocks at ``lr`` (none without
+    DAEM blocks: the ``daem.up_blocks=[]`` ablation trains the decoder alone, at the same rate)."""
+    daem = tuple(decoder.daem_blocks.parameters())
+    daem_ids = {id(parameter) for parameter in daem}
+    rest = tuple(parameter for parameter in decoder.parameters() if id(parameter) not in daem_ids)
+    groups = [ParamGroup("decoder", rest, config.lr * config.decoder_lr_scale)]
+    if daem:
+        groups.append(ParamGroup("daem", daem, config.lr))
+    return groups
+
+
 def train_stage2(
     prior: Any,
     decoder: torch.nn.Module,
@@ -101,7 +113,7 @@ def train_stage2(
     run = TrainingRun(
         stage="stage2",
         objective=objective,
-        param_groups=[ParamGroup("decoder", tuple(decoder.parameters()), config.lr)],
+        param_groups=stage2_param_groups(decoder, config),
         batches=batches,
         steps=config.steps,
         batch_size=config.batch_size,
