@@ -7,6 +7,8 @@ are cheap to compare.
 
     python scripts/vae_sweep.py --block-out-channels 32 32 32 --layers-per-block 0 --no-mid-attention
 
+The committed settings (``prior_train``): ``--steps 3000 --lr 6e-3 --beta2 0.99 --no-mid-attention``.
+
 ``--variant no-final-norm`` replaces both ``conv_norm_out`` GroupNorms by identities and ``--variant plain``
 trains a norm-free conv autoencoder of the same factor; neither is an ``AutoencoderKL`` that the DAEM
 decoder could be built from, they only show what the norms cost.
@@ -101,29 +103,40 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=200)
     parser.add_argument("--channel-shuffle", action="store_true", help="random RGB permutation per image")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--crop", type=int, default=32, help="side of the random training crops")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--beta2", type=float, default=0.999, help="AdamW's beta2")
+    parser.add_argument(
+        "--rot", action="store_true", help="random transposition (with the flip: 8 symmetries)"
+    )
+    parser.add_argument("--lowpass", type=float, default=0.0, help="weight of an L2 on 8x8 block means")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     vae = build(args)
     gt = load_training_pairs(args.prepared, None, 0).gt
     val, test = load_split_images(args.prepared, "val"), load_split_images(args.prepared, "test")
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, args.beta2))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / args.steps))
     )
-    generator, crop, start = torch.Generator().manual_seed(args.seed), 32, time.time()
+    generator, crop, start = torch.Generator().manual_seed(args.seed), args.crop, time.time()
     for step in range(1, args.steps + 1):
-        images = gt[torch.randint(0, len(gt), (16,), generator=generator)]
+        images = gt[torch.randint(0, len(gt), (args.batch,), generator=generator)]
         top, left = torch.randint(0, images.shape[-1] - crop + 1, (2,), generator=generator).tolist()
         images = images[..., top : top + crop, left : left + crop]
         if torch.rand(1, generator=generator) < 0.5:
             images = images.flip(-1)
+        if args.rot and torch.rand(1, generator=generator) < 0.5:
+            images = images.transpose(-1, -2)
         if args.channel_shuffle:
             orders = torch.stack([torch.randperm(3, generator=generator) for _ in range(len(images))])
             images = torch.gather(images, 1, orders[:, :, None, None].expand_as(images))
         vae.train()
         decoded = vae.decode(vae.encode(images).latent_dist.mode()).sample
         loss = (decoded - images).abs().mean() + F.mse_loss(decoded, images)
+        if args.lowpass:
+            loss = loss + args.lowpass * F.mse_loss(F.avg_pool2d(decoded, 8), F.avg_pool2d(images, 8))
         if args.gradient_loss:
             for dim in (-1, -2):
                 loss = loss + args.gradient_loss * (decoded.diff(dim=dim) - images.diff(dim=dim)).abs().mean()
