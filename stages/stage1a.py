@@ -28,6 +28,7 @@ def main() -> None:
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
+    from unildiff.training.sharding import full_weight_modules
     from unildiff.training.stage1 import build_daff, train_stage1a
     from unildiff.utils.atomic import atomic_dir
 
@@ -48,9 +49,10 @@ def main() -> None:
     result = train_stage1a(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
+    trained = full_weight_modules(accelerator, {"daff": daff})  # every process: FSDP gathers
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:
-            daff.save_pretrained(temporary / "daff", safe_serialization=True)
+            trained["daff"].save_pretrained(temporary / "daff", safe_serialization=True)
         print(
             f"stage1a: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"

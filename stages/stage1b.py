@@ -29,6 +29,7 @@ def main() -> None:
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
+    from unildiff.training.sharding import full_weight_modules
     from unildiff.training.stage1 import train_stage1b
     from unildiff.utils.atomic import atomic_dir
 
@@ -43,11 +44,12 @@ def main() -> None:
     result = train_stage1b(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
+    modules = {"lq_encoder": lq_encoder, "daff": daff, "unet": prior.unet}
+    trained = full_weight_modules(accelerator, modules)  # every process: FSDP gathers
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:
-            lq_encoder.save_pretrained(temporary / "lq_encoder", safe_serialization=True)
-            daff.save_pretrained(temporary / "daff", safe_serialization=True)
-            prior.unet.save_pretrained(temporary / "unet", safe_serialization=True)
+            for name, module in trained.items():
+                module.save_pretrained(temporary / name, safe_serialization=True)
         print(
             f"stage1b: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"

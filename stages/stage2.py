@@ -31,6 +31,7 @@ def main() -> None:
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
+    from unildiff.training.sharding import full_weight_modules
     from unildiff.training.stage2 import train_stage2
     from unildiff.utils.atomic import atomic_dir
 
@@ -59,9 +60,10 @@ def main() -> None:
         start_timestep,
         stage1b.lq_start_noise,
     )
+    trained = full_weight_modules(accelerator, {"decoder": decoder})  # every process: FSDP gathers
     if accelerator.is_main_process:
         with atomic_dir(OUTPUT) as temporary:
-            decoder.save_pretrained(temporary / "decoder", safe_serialization=True)
+            trained["decoder"].save_pretrained(temporary / "decoder", safe_serialization=True)
         print(
             f"stage2: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "
             f"loss {result.final_loss:.4f}, peak RSS {result.peak_memory_mib:.0f} MiB"

@@ -103,7 +103,30 @@ def test_accelerate_configs_parse_and_cover_1_2_8_gpus_and_two_nodes() -> None:
         for path in (REPO_ROOT / "configs/accelerate").glob("*.yaml")
     }
     shapes = sorted((config.num_machines, config.num_processes) for config in configs.values())
-    assert shapes == [(1, 1), (1, 2), (1, 8), (2, 16)], shapes
+    assert shapes == [(1, 1), (1, 2), (1, 2), (1, 8), (1, 8), (2, 16)], shapes
     assert {config.mixed_precision for config in configs.values()} == {"bf16"}
+    fsdp = sorted(name for name, config in configs.items() if config.distributed_type == "FSDP")
+    assert fsdp == ["2gpu_fsdp.yaml", "8gpu_fsdp.yaml"], fsdp
     preset = yaml.safe_load((REPO_ROOT / "presets/sdxl.yaml").read_text())
     assert preset["train"]["gradient_checkpointing"] is True
+
+
+@pytest.mark.parametrize("name", ["2gpu_fsdp.yaml", "8gpu_fsdp.yaml"])
+def test_fsdp_configs_give_accelerate_an_fsdp2_full_shard_plugin(name: str, monkeypatch) -> None:
+    """What ``accelerate launch --config_file`` hands the processes builds an FSDP2 plugin (no GPU needed)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.launch import prepare_multi_gpu_env
+
+    config = str(REPO_ROOT / "configs/accelerate" / name)
+    args = launch_command_parser().parse_args(["--config_file", config, "-m", "stages.stage1b"])
+    _validate_launch_command(args)  # fills args from the config file, as `accelerate launch` does
+    environment = prepare_multi_gpu_env(args)
+    assert environment["ACCELERATE_USE_FSDP"] == "true"
+    for key, value in environment.items():
+        if key.startswith(("FSDP_", "ACCELERATE_")):
+            monkeypatch.setenv(key, value)
+    plugin = FullyShardedDataParallelPlugin()
+    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
+    assert plugin.cpu_offload.__class__.__name__ == "OffloadPolicy"  # no CPU offload
+    assert not plugin.cpu_ram_efficient_loading and not plugin.activation_checkpointing

@@ -11,6 +11,9 @@ holds one state directory per save, ``step-00000025/`` …; the loop keeps the l
 - ``state.json``: the step, the config fingerprint, the optimizer's param groups and scalar state,
   the lr scheduler's state and the EMA counters.
 
+Under FSDP the same files hold the **full** tensors: every process takes part in gathering them and the
+main process writes them (``training/sharding.py``), so a state does not depend on the strategy.
+
 The random state needs no file: the loop re-seeds torch/numpy/python from ``(seed, step, process)`` at
 every step, so the step number fixes it. The directory is replaced atomically, so a kill during a save
 leaves the previous state intact.
@@ -133,8 +136,7 @@ def _place(target: dict[str, Any], path: str, value: Any) -> None:
     target[leaf] = value
 
 
-def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    state_dict = optimizer.state_dict()
+def _flatten_optimizer(state_dict: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for index, parameter_state in state_dict["state"].items():
@@ -173,6 +175,8 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: Any | None = None,
+    model_state: Mapping[str, torch.Tensor] | None = None,
+    optimizer_state: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the resumable state of ``model`` (its trainable parameters), optimizer, scheduler and EMA.
 
@@ -184,9 +188,26 @@ def save_training_state(
         optimizer: Its optimizer.
         lr_scheduler: Its lr scheduler (a ``LambdaLR`` from ``diffusers.optimization.get_scheduler``).
         ema: A ``diffusers.training_utils.EMAModel`` or ``None``.
+        model_state: The full weights when ``model`` is sharded (FSDP: ``training/sharding.py``
+            gathers them); the trainable ones are saved, as from an unsharded ``model``.
+        optimizer_state: The full optimizer state in ``optimizer.state_dict()``'s layout when
+            ``optimizer`` is sharded; ``None`` reads ``optimizer.state_dict()``.
+
+    Raises:
+        ValueError: ``model_state`` lacks a trainable parameter of ``model``.
     """
-    model_tensors = {name: p.detach().cpu().contiguous().clone() for name, p in _trainable(model).items()}
-    optimizer_tensors, optimizer_meta = _flatten_optimizer(optimizer)
+    if model_state is None:
+        model_tensors = {name: p.detach().cpu().contiguous().clone() for name, p in _trainable(model).items()}
+    else:
+        missing = sorted(set(_trainable(model)) - set(model_state))
+        if missing:
+            raise ValueError(f"model_state lacks trainable parameters: {missing[:5]}")
+        model_tensors = {
+            name: model_state[name].detach().cpu().contiguous().clone() for name in _trainable(model)
+        }
+    optimizer_tensors, optimizer_meta = _flatten_optimizer(
+        optimizer.state_dict() if optimizer_state is None else optimizer_state
+    )
     scheduler_state = {k: v for k, v in lr_scheduler.state_dict().items() if k != "lr_lambdas"}
     payload: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -228,6 +249,7 @@ def load_training_state(
     optimizer: torch.optim.Optimizer,
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
     ema: Any | None = None,
+    restore_optimizer: bool = True,
 ) -> ResumeDecision:
     """Restore the newest state in ``checkpoint_dir`` (:func:`save_training_state`) if it matches
     ``fingerprint``.
@@ -241,6 +263,8 @@ def load_training_state(
             interrupted one: DVC only reruns a stage when an input changed (code included), so such a
             state is stale and is refused in every mode, and training starts over.
         model, optimizer, lr_scheduler, ema: Filled in place when the state is used.
+        restore_optimizer: ``False`` leaves ``optimizer`` alone (FSDP loads it after sharding from
+            :func:`read_optimizer_state`).
 
     Returns:
         The step to continue from, the state directory used, and, when a state was refused, the reason.
@@ -273,8 +297,8 @@ def load_training_state(
     with torch.no_grad():
         for name, tensor in model_tensors.items():
             parameters[name].copy_(tensor)
-    optimizer_tensors = load_file(str(directory / "optimizer.safetensors"))
-    optimizer.load_state_dict(_unflatten_optimizer(optimizer_tensors, payload["optimizer"]))
+    if restore_optimizer:
+        optimizer.load_state_dict(read_optimizer_state(directory))
     lr_scheduler.load_state_dict(
         {**payload["lr_scheduler"], "lr_lambdas": [None] * len(optimizer.param_groups)}
     )
@@ -282,3 +306,10 @@ def load_training_state(
         shadow = load_file(str(directory / "ema.safetensors"))
         ema.load_state_dict({**payload["ema"], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
     return ResumeDecision(step=int(payload["step"]), state=directory)
+
+
+def read_optimizer_state(directory: Path) -> dict[str, Any]:
+    """The optimizer state saved in state ``directory``, in ``optimizer.state_dict()``'s layout."""
+    payload = json.loads((Path(directory) / STATE_JSON).read_text())
+    tensors = load_file(str(Path(directory) / "optimizer.safetensors"))
+    return _unflatten_optimizer(tensors, payload["optimizer"])

@@ -31,10 +31,12 @@ from rich.progress import (
 from rich.text import Text
 
 from unildiff.errors import ConfigError, UniLDiffError
+from unildiff.training import sharding
 from unildiff.training.batch_stream import BatchSource, ScheduledBatches, derived_seed, stream_batches
 from unildiff.training.checkpoint import (
     keep_states,
     load_training_state,
+    read_optimizer_state,
     save_training_state,
     state_directory,
 )
@@ -171,6 +173,9 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     from diffusers.optimization import get_scheduler
 
     accelerator = accelerator or make_accelerator(config)
+    sharded = sharding.is_sharded(accelerator)
+    if sharded:
+        sharding.check_sharded_config(config)
     objective = run.objective.to(accelerator.device)
     groups = [{"params": list(g.parameters), "lr": g.lr, "name": g.name} for g in run.param_groups]
     optimizer = make_optimizer(groups, run.weight_decay, config.optimizer, (0.9, run.adam_beta2))
@@ -209,10 +214,18 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         optimizer=optimizer,
         lr_scheduler=lr_scheduler,
         ema=ema,
+        restore_optimizer=not sharded,  # FSDP: the weights load before sharding, the optimizer after
     )
     if decision.reason and accelerator.is_main_process:
         print(f"{run.stage}: {decision.reason}; starting from step 0")
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
+    if sharded:  # fully_shard replaced the parameters with DTensor shards (the optimizer holds the new ones)
+        trained = [p for group in optimizer.optimizer.param_groups for p in group["params"]]
+        if decision.state is not None:
+            full = read_optimizer_state(decision.state) if accelerator.is_main_process else None
+            sharding.load_full_optimizer_state(
+                wrapped, optimizer.optimizer, full, accelerator.is_main_process
+            )
     if ema is not None:
         ema.to(accelerator.device)
     last_saved = decision.step if decision.step else None
@@ -253,7 +266,10 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
                         )
                     accelerator.backward(output.loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(trained, config.max_grad_norm)
+                        if sharded:
+                            sharding.clip_grad_norm_(accelerator, trained, config.max_grad_norm)
+                        else:
+                            accelerator.clip_grad_norm_(trained, config.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                 losses.append(reduced.item())
@@ -379,8 +395,17 @@ def _save(
     limit: int,
 ) -> None:
     """Write the state after ``step`` and keep the newest ``limit`` of this run's lineage (``kept``:
-    the state resumed from, then the ones written since); older and refused states are deleted."""
+    the state resumed from, then the ones written since); older and refused states are deleted.
+
+    Under FSDP (``prepare`` shards ``objective`` in place) every process takes part in gathering the full
+    weights and optimizer state, which the main process writes."""
     accelerator.wait_for_everyone()
+    model_state = optimizer_state = None
+    if sharding.is_sharded(accelerator):
+        model_state = sharding.full_model_state(accelerator, objective)
+        optimizer_state = sharding.full_optimizer_state(
+            objective, optimizer.optimizer, accelerator.is_main_process
+        )
     if accelerator.is_main_process:
         directory = state_directory(run.checkpoint_dir, step)
         save_training_state(
@@ -391,6 +416,8 @@ def _save(
             optimizer=optimizer.optimizer,
             lr_scheduler=lr_scheduler,
             ema=ema,
+            model_state=model_state,
+            optimizer_state=optimizer_state,
         )
         kept.append(directory)
         del kept[:-limit]

@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 
+from unildiff.errors import ConfigError
 from unildiff.training.batches import ImageBatches, LatentBatches, PromptTable
 from unildiff.training.config import PriorTrainConfig, TrainConfig
 from unildiff.training.digest import digest_strings, digest_tensors
 from unildiff.training.latents import TrainingPairs, build_latent_cache, encode_latents
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import PriorDenoisingObjective, VAEObjective, noise_schedule
+from unildiff.training.sharding import is_sharded
 
 
 def train_tiny_prior(
@@ -41,7 +43,16 @@ def train_tiny_prior(
 
     Returns:
         The results of the VAE and the UNet phases.
+
+    Raises:
+        ConfigError: Under FSDP: the trained VAE is used again in this process (scaling factor, latent
+            cache, the UNet phase, the round trip), which sharded weights do not allow.
     """
+    if is_sharded(accelerator):
+        raise ConfigError(
+            "train.accelerate_config: the tiny prior does not train under FSDP (its VAE is used unsharded "
+            "after its phase); use a DDP config or none"
+        )
     for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
         module.requires_grad_(False).eval()
     data_key = {

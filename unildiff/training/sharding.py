@@ -1,0 +1,197 @@
+"""Sharded training through accelerate's FSDP2: full weights out, full optimizer state in and out.
+
+Under ``distributed_type: FSDP`` (``fsdp_version: 2``, ``configs/accelerate/*_fsdp.yaml``) accelerate's
+``prepare`` calls torch's ``fully_shard`` on the training objective in place: every parameter becomes a
+``DTensor`` holding this rank's shard, so ``module.state_dict()`` and ``save_pretrained`` no longer see
+the weights. This module gathers them back with accelerate's and torch's documented APIs:
+
+- weights: ``accelerator.get_state_dict(module)`` (torch's ``get_model_state_dict`` with
+  ``full_state_dict=True, cpu_offload=True``): the full tensors on the main process, nothing elsewhere;
+- optimizer state: ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` /
+  ``set_optimizer_state_dict`` with ``full_state_dict=True``. The resumable state holds the **full**
+  optimizer state written by the main process, in the same layout as an unsharded run (tensors keyed
+  ``<index>.<name>`` in ``optimizer.safetensors``), so a state is one set of files whatever the process
+  count or strategy. On resume the main process reads it and torch broadcasts and re-shards it
+  (``broadcast_from_rank0=True``); the weights are loaded into the plain modules before ``prepare`` shards
+  them (every process reads ``model.safetensors``: the checkpoint folder must be shared between nodes).
+
+Every function here that gathers is a collective: call it on every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from unildiff.errors import ConfigError
+
+# FQN pieces that wrappers insert (activation checkpointing, torch.compile); torch's own state-dict API
+# strips the same ones, so the names match the unwrapped objective's.
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def is_sharded(accelerator: Any) -> bool:
+    """Whether ``accelerator`` shards the weights (FSDP2).
+
+    Raises:
+        ConfigError: FSDP version 1 or DeepSpeed, which this loop does not support.
+    """
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.DEEPSPEED:
+        raise ConfigError(
+            "train.accelerate_config: DeepSpeed is not supported (untested here); use an FSDP2 config "
+            "(configs/accelerate/*_fsdp.yaml)"
+        )
+    if kind != DistributedType.FSDP:
+        return False
+    version = accelerator.state.fsdp_plugin.fsdp_version
+    if version != 2:
+        raise ConfigError(
+            f"train.accelerate_config: fsdp_version {version} is not supported; set fsdp_version: 2"
+        )
+    return True
+
+
+def check_sharded_config(config: Any) -> None:
+    """Refuse the ``train`` settings that the sharded path does not implement.
+
+    Raises:
+        ConfigError: ``train.use_ema`` or ``train.optimizer=adamw_8bit`` under FSDP.
+    """
+    if config.use_ema:
+        raise ConfigError("train.use_ema is not supported under FSDP (the EMA copy is not sharded)")
+    if config.optimizer != "adamw":
+        raise ConfigError(f"train.optimizer={config.optimizer} is not supported under FSDP; use adamw")
+
+
+def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Clip the gradients of the trained (sharded) ``parameters`` to a total norm of ``max_norm``.
+
+    ``accelerator.clip_grad_norm_`` clips under FSDP only when given every parameter of a prepared model
+    (frozen ones included) and otherwise returns without clipping, so the trained subset is clipped here
+    with torch's ``clip_grad_norm_``, which reduces the norm over the ``DTensor`` shards.
+    """
+    accelerator.unscale_gradients()
+    torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+
+
+def full_model_state(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The full (unsharded) state dict of ``module`` on the main process, ``{}`` on the others.
+
+    ``module`` is the prepared objective or any module inside it. A collective: call it on every process.
+    """
+    state = accelerator.get_state_dict(module)
+    if not accelerator.is_main_process:
+        return {}
+    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+
+
+def full_optimizer_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, is_main_process: bool
+) -> dict[str, Any]:
+    """The full optimizer state of a sharded ``model``, on the main process, in ``optimizer.state_dict()``'s
+    layout (state keyed by parameter index in param-group order); ``{}`` on the other processes.
+
+    A collective: call it on every process.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    by_name = get_optimizer_state_dict(model, optimizer, options=options)
+    if not is_main_process:
+        return {}
+    index: dict[str, int] = {}
+    groups = []
+    for group in by_name["param_groups"]:
+        names = list(group["params"])
+        groups.append({**group, "params": [index.setdefault(name, len(index)) for name in names]})
+    state = {index[name]: dict(values) for name, values in by_name["state"].items()}
+    return {"state": state, "param_groups": groups}
+
+
+def parameter_names(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The names of ``optimizer``'s parameters in param-group order (the index order of its state dict).
+
+    Raises:
+        ValueError: An optimizer parameter is not a parameter of ``model``.
+    """
+    names = {id(parameter): _clean(name) for name, parameter in model.named_parameters()}
+    order = []
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            if id(parameter) not in names:
+                raise ValueError("an optimizer parameter is not in the model (prepare both together)")
+            order.append(names[id(parameter)])
+    return order
+
+
+def load_full_optimizer_state(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state_dict: Mapping[str, Any] | None,
+    is_main_process: bool,
+) -> None:
+    """Shard a full optimizer state (``optimizer.state_dict()`` layout) into the sharded ``optimizer``.
+
+    Args:
+        model: The prepared (sharded) objective.
+        optimizer: Its optimizer (not accelerate's wrapper).
+        state_dict: The full state on the main process; ignored elsewhere (torch broadcasts it).
+        is_main_process: Whether this is the main process.
+
+    A collective: call it on every process.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    by_name: dict[str, Any] = {}
+    if is_main_process:
+        if state_dict is None:
+            raise ValueError("the main process needs the full optimizer state to broadcast")
+        names = parameter_names(model, optimizer)
+        by_name = {
+            "state": {names[int(index)]: values for index, values in state_dict["state"].items()},
+            "param_groups": [
+                {**group, "params": [names[int(index)] for index in group["params"]]}
+                for group in state_dict["param_groups"]
+            ],
+        }
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_optimizer_state_dict(model, optimizer, optim_state_dict=by_name, options=options)
+
+
+def full_weight_modules(
+    accelerator: Any, modules: Mapping[str, torch.nn.Module]
+) -> dict[str, torch.nn.Module]:
+    """Modules to ``save_pretrained``: on the main process, each module with its full weights.
+
+    Unsharded runs get the modules themselves back (``save_pretrained`` writes what it always did).
+    Under FSDP each module's weights are gathered (:func:`full_model_state`) into a copy built from its
+    diffusers config on the meta device (``load_state_dict(assign=True)``, no second allocation); the other
+    processes get ``{}``. A collective: call it on every process.
+
+    Args:
+        accelerator: The run's ``Accelerator``.
+        modules: Name -> diffusers ``ModelMixin`` trained by the run.
+    """
+    if not is_sharded(accelerator):
+        return dict(modules)
+    gathered = {}
+    for name, module in modules.items():
+        state = full_model_state(accelerator, module)
+        if not accelerator.is_main_process:
+            continue
+        with torch.device("meta"):
+            plain = type(module).from_config(module.config)
+        plain.load_state_dict(state, strict=True, assign=True)
+        gathered[name] = plain
+    return gathered
+
+
+def _clean(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
