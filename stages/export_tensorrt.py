@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from stages import run_stage
+from unildiff import paths
 from unildiff.export.config import TensorRTConfig
 from unildiff.export.tensorrt_build import build_engines
 from unildiff.params import load_section
 
-ONNX_DIR = Path("export/onnx")
-ENGINE_DIR = Path("export/engines")
-
 
 def main() -> None:
-    folder = build_engines(ONNX_DIR, ENGINE_DIR, load_section("tensorrt", TensorRTConfig))
+    folder = build_engines(paths.ONNX, paths.ENGINES, load_section("tensorrt", TensorRTConfig))
     print(f"TensorRT engines written to {folder}")
 
 

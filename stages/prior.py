@@ -1,14 +1,11 @@
 """DVC stage ``prior``: train the tiny VAE + UNet (preset ``tiny``) or link a local SDXL (``sdxl``)."""
 
-from pathlib import Path
-
 from stages import run_stage, write_untrained_outs
+from unildiff import paths
 from unildiff.params import load_section, read_params
 
-PREPARED = Path("data/prepared")
-OUTPUT = Path("models/prior")
-CHECKPOINTS = Path("checkpoints/prior")
-LIVE = Path("dvclive/prior")
+CHECKPOINTS = paths.checkpoints("prior")
+LIVE = paths.live("prior")
 ROUND_TRIP = LIVE / "round_trip.json"
 
 
@@ -24,13 +21,13 @@ def main() -> None:
     if prior_config.preset == "sdxl":
         from unildiff.training.sdxl import link_sdxl_prior
 
-        link_sdxl_prior(prior_config.sdxl_path, OUTPUT)
+        link_sdxl_prior(prior_config.sdxl_path, paths.PRIOR)
         from unildiff.utils.atomic import atomic_write_json
 
         record = {"preset": "sdxl", "trained": False, "step": 0}
         write_untrained_outs(CHECKPOINTS, (LIVE / "vae", LIVE / "unet"), record)
         atomic_write_json(ROUND_TRIP, {"preset": "sdxl", "trained": False})
-        print(f"prior: linked {prior_config.sdxl_path} -> {OUTPUT}")
+        print(f"prior: linked {prior_config.sdxl_path} -> {paths.PRIOR}")
         return
     if relaunch_with_accelerate(train_config, "stages.prior"):
         return
@@ -41,14 +38,14 @@ def main() -> None:
 
     accelerator = make_accelerator(train_config)
     prior = build_tiny_prior(prior_config, seed=train_config.seed)
-    pairs = load_training_pairs(PREPARED, train_config.cache_crop_size or None, train_config.seed)
+    pairs = load_training_pairs(paths.PREPARED, train_config.cache_crop_size or None, train_config.seed)
     results = train_tiny_prior(prior, pairs, config, train_config, CHECKPOINTS, LIVE, accelerator)
     if accelerator.is_main_process:
         from unildiff.training.prior import round_trip_psnr
         from unildiff.utils.atomic import atomic_write_json
 
-        save_prior(prior, OUTPUT)
-        val = load_split_images(PREPARED, "val")
+        save_prior(prior, paths.PRIOR)
+        val = load_split_images(paths.PREPARED, "val")
         scores = {"train": round_trip_psnr(prior.vae, pairs.gt, train_config.encode_batch_size)}
         if val is not None:
             scores["val"] = round_trip_psnr(prior.vae, val, train_config.encode_batch_size)

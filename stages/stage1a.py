@@ -1,15 +1,11 @@
 """DVC stage ``stage1a``: pre-train DAFF with everything else frozen (eq. 9)."""
 
-from pathlib import Path
-
 from stages import run_stage, write_untrained_outs
+from unildiff import paths
 from unildiff.params import load_section, read_params
 
-PRIOR = Path("models/prior")
-CACHE = Path("models/cache/latents")
-OUTPUT = Path("models/stage1a")
-CHECKPOINTS = Path("checkpoints/stage1a")
-LIVE = Path("dvclive/stage1a")
+CHECKPOINTS = paths.checkpoints("stage1a")
+LIVE = paths.live("stage1a")
 
 
 def main() -> None:
@@ -33,25 +29,25 @@ def main() -> None:
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
-    prior = load_prior(PRIOR)
-    cache = ShardedLatentCache(CACHE)
+    prior = load_prior(paths.PRIOR)
+    cache = ShardedLatentCache(paths.LATENT_CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = build_daff(prior, lq_encoder, daff_config, seed=train_config.seed)
     if not daff_config.fusion:  # the ablation without DAFF: nothing to pre-train
-        with atomic_dir(OUTPUT) as temporary:
+        with atomic_dir(paths.STAGE1A) as temporary:
             daff.save_pretrained(temporary / "daff", safe_serialization=True)
         write_untrained_outs(
             CHECKPOINTS, (LIVE,), {"trained": False, "reason": "daff.fusion=false", "step": 0}
         )
         print("stage1a: daff.fusion=false (ablation without DAFF), nothing trained")
         return
-    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
+    inputs_key = digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE)
     result = train_stage1a(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
     trained = full_weight_modules(accelerator, {"daff": daff})  # every process: FSDP gathers
     if accelerator.is_main_process:
-        with atomic_dir(OUTPUT) as temporary:
+        with atomic_dir(paths.STAGE1A) as temporary:
             trained["daff"].save_pretrained(temporary / "daff", safe_serialization=True)
         print(
             f"stage1a: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "

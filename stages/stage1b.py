@@ -1,16 +1,11 @@
 """DVC stage ``stage1b``: fine-tune LQ encoder, DAFF and UNet, cosine decay (eq. 9)."""
 
-from pathlib import Path
-
 from stages import run_stage
+from unildiff import paths
 from unildiff.params import load_section, read_params
 
-PRIOR = Path("models/prior")
-CACHE = Path("models/cache/latents")
-STAGE1A = Path("models/stage1a")
-OUTPUT = Path("models/stage1b")
-CHECKPOINTS = Path("checkpoints/stage1b")
-LIVE = Path("dvclive/stage1b")
+CHECKPOINTS = paths.checkpoints("stage1b")
+LIVE = paths.live("stage1b")
 
 
 def main() -> None:
@@ -33,21 +28,23 @@ def main() -> None:
     from unildiff.training.stage1 import train_stage1b
     from unildiff.utils.atomic import atomic_dir
 
-    if not (STAGE1A / "daff").is_dir():
-        raise MissingArtifactError(f"{STAGE1A / 'daff'} is missing; run `dvc repro stage1a`")
+    if not (paths.STAGE1A / "daff").is_dir():
+        raise MissingArtifactError(f"{paths.STAGE1A / 'daff'} is missing; run `dvc repro stage1a`")
     accelerator = make_accelerator(train_config)
-    prior = load_prior(PRIOR)
-    cache = ShardedLatentCache(CACHE)
+    prior = load_prior(paths.PRIOR)
+    cache = ShardedLatentCache(paths.LATENT_CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = DAFF.from_pretrained(STAGE1A / "daff", use_safetensors=True)
-    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE) + digest_directory(STAGE1A)
+    daff = DAFF.from_pretrained(paths.STAGE1A / "daff", use_safetensors=True)
+    inputs_key = (
+        digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE) + digest_directory(paths.STAGE1A)
+    )
     result = train_stage1b(
         prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
     )
     modules = {"lq_encoder": lq_encoder, "daff": daff, "unet": prior.unet}
     trained = full_weight_modules(accelerator, modules)  # every process: FSDP gathers
     if accelerator.is_main_process:
-        with atomic_dir(OUTPUT) as temporary:
+        with atomic_dir(paths.STAGE1B) as temporary:
             for name, module in trained.items():
                 module.save_pretrained(temporary / name, safe_serialization=True)
         print(

@@ -1,16 +1,11 @@
 """DVC stage ``stage2``: tune the VAE decoder + DAEM, L1 + λ1·(1−SSIM) + λ2·L_aux (eq. 10)."""
 
-from pathlib import Path
-
 from stages import run_stage
+from unildiff import paths
 from unildiff.params import load_section, read_params
 
-PRIOR = Path("models/prior")
-CACHE = Path("models/cache/latents")
-STAGE1 = Path("models/stage1b")
-OUTPUT = Path("models/stage2")
-CHECKPOINTS = Path("checkpoints/stage2")
-LIVE = Path("dvclive/stage2")
+CHECKPOINTS = paths.checkpoints("stage2")
+LIVE = paths.live("stage2")
 
 
 def main() -> None:
@@ -36,16 +31,16 @@ def main() -> None:
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
-    prior = load_prior(PRIOR)
-    cache = ShardedLatentCache(CACHE)
+    prior = load_prior(paths.PRIOR)
+    cache = ShardedLatentCache(paths.LATENT_CACHE)
     decoder = DAEMDecoder.from_vae(prior.vae, daem_config, seed=train_config.seed)
-    inputs_key = digest_directory(PRIOR) + digest_directory(CACHE)
+    inputs_key = digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE)
     stage1 = None
     if config.latent_source == "denoised":
         from unildiff.models.bundle import load_stage1_model
 
-        stage1 = load_stage1_model(prior, STAGE1)
-        inputs_key += digest_directory(STAGE1)
+        stage1 = load_stage1_model(prior, paths.STAGE1B)
+        inputs_key += digest_directory(paths.STAGE1B)
     result = train_stage2(
         prior,
         decoder,
@@ -62,7 +57,7 @@ def main() -> None:
     )
     trained = full_weight_modules(accelerator, {"decoder": decoder})  # every process: FSDP gathers
     if accelerator.is_main_process:
-        with atomic_dir(OUTPUT) as temporary:
+        with atomic_dir(paths.STAGE2) as temporary:
             trained["decoder"].save_pretrained(temporary / "decoder", safe_serialization=True)
         print(
             f"stage2: {result.steps} steps, {result.iterations_per_second:.2f} it/s, "

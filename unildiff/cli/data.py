@@ -10,18 +10,15 @@ from typing import Annotated
 
 import typer
 
+from unildiff import paths
 from unildiff.cli._errors import reported_errors
-
-RAW_DIR = Path("data/raw")
-PREPARED_DIR = Path("data/prepared")
-REPORTS_DIR = Path("reports")
 
 
 def prepare(
     setting: Annotated[str, typer.Option(help="aio3 | aio5 | cdd11 | custom")] = "aio3",
     source: Annotated[str, typer.Option(help="builtin (photos in installed packages) | folder")] = "builtin",
-    root: Annotated[Path, typer.Option(help="dataset root for --source folder")] = RAW_DIR,
-    output: Annotated[Path, typer.Option(help="prepared dir (replaced atomically)")] = PREPARED_DIR,
+    root: Annotated[Path, typer.Option(help="dataset root for --source folder")] = paths.RAW,
+    output: Annotated[Path, typer.Option(help="prepared dir (replaced atomically)")] = paths.PREPARED,
     train_pairs_per_task: Annotated[int, typer.Option(help="built-in training pairs per task")] = 100,
     test_pairs_per_task: Annotated[int, typer.Option(help="built-in test pairs per task")] = 4,
     seed: Annotated[int, typer.Option(help="seed of the split, crops and degradations")] = 0,
@@ -48,9 +45,9 @@ def prepare(
 
 def validate(
     setting: Annotated[str, typer.Option(help="the setting the prepared dir was made for")] = "aio3",
-    prepared: Annotated[Path, typer.Option(help="prepared dir to check")] = PREPARED_DIR,
+    prepared: Annotated[Path, typer.Option(help="prepared dir to check")] = paths.PREPARED,
     min_pairs_per_task: Annotated[int, typer.Option(help="minimum pairs per task and split")] = 2,
-    reports: Annotated[Path, typer.Option(help="folder for validation.json and .html")] = REPORTS_DIR,
+    reports: Annotated[Path, typer.Option(help="folder for validation.json and .html")] = paths.REPORTS,
 ) -> None:
     """Check a prepared dir with the Great Expectations suite; exit 1 naming the failing expectation."""
     from unildiff.data.validate import validate_prepared, write_reports

@@ -7,14 +7,9 @@ from typing import Annotated
 
 import typer
 
+from unildiff import paths
 from unildiff.cli._errors import reported_errors
-from unildiff.cli.restore import (
-    DEFAULT_PRIOR,
-    DEFAULT_SAMPLING_RECORD,
-    DEFAULT_STAGE1,
-    DEFAULT_STAGE2,
-    RECORDED,
-)
+from unildiff.cli.restore import RECORDED
 
 PriorOption = Annotated[Path, typer.Option(help="Prior folder.")]
 Stage1Option = Annotated[Path, typer.Option(help="Stage-1 weights.")]
@@ -34,8 +29,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def evaluate(
-        prepared: Annotated[Path, typer.Option(help="Prepared data folder.")] = Path("data/prepared"),
-        reports: Annotated[Path, typer.Option(help="Reports folder.")] = Path("reports"),
+        prepared: Annotated[Path, typer.Option(help="Prepared data folder.")] = paths.PREPARED,
+        reports: Annotated[Path, typer.Option(help="Reports folder.")] = paths.REPORTS,
         metric: Annotated[list[str] | None, typer.Option(help="Metric (repeatable); default: all.")] = None,
         y_channel: Annotated[bool, typer.Option(help="PSNR/SSIM on the Y channel.")] = False,
         max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
@@ -46,10 +41,10 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int | None, typer.Option(help=f"Seed ({RECORDED}).")] = None,
         sampling_record: Annotated[
             Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
-        ] = DEFAULT_SAMPLING_RECORD,
-        prior: PriorOption = DEFAULT_PRIOR,
-        stage1: Stage1Option = DEFAULT_STAGE1,
-        stage2: Stage2Option = DEFAULT_STAGE2,
+        ] = paths.SAMPLING_RECORD,
+        prior: PriorOption = paths.PRIOR,
+        stage1: Stage1Option = paths.STAGE1B,
+        stage2: Stage2Option = paths.STAGE2,
     ) -> None:
         """Score the model, the degraded input and the ablations on the test split; write reports/."""
         with reported_errors():
@@ -72,14 +67,14 @@ def register(app: typer.Typer) -> None:
 
     @app.command("diagnose-conditioning")
     def diagnose_conditioning(
-        cache: Annotated[Path, typer.Option(help="Latent cache (encode_latents stage).")] = Path(
-            "models/cache/latents"
-        ),
+        cache: Annotated[
+            Path, typer.Option(help="Latent cache (encode_latents stage).")
+        ] = paths.LATENT_CACHE,
         samples: Annotated[int, typer.Option(help="Cached training pairs to probe.")] = 64,
         seed: Annotated[int, typer.Option(help="Seed of the pair choice and the noise.")] = 0,
-        prior: PriorOption = DEFAULT_PRIOR,
-        stage1: Stage1Option = DEFAULT_STAGE1,
-        stage2: Stage2Option = DEFAULT_STAGE2,
+        prior: PriorOption = paths.PRIOR,
+        stage1: Stage1Option = paths.STAGE1B,
+        stage2: Stage2Option = paths.STAGE2,
     ) -> None:
         """Print the denoiser's eq.-9 noise error with f^LQ shuffled, the prompt removed and DAFF off."""
         with reported_errors():
@@ -139,8 +134,8 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option(help="NAME=CSV of a trained ablation's run (repeatable; one per seed allowed)."),
         ] = None,
-        output: Annotated[Path, typer.Option(help="Markdown report.")] = Path("reports/seeds.md"),
-        json_output: Annotated[Path, typer.Option(help="JSON report.")] = Path("reports/seeds.json"),
+        output: Annotated[Path, typer.Option(help="Markdown report.")] = paths.SEEDS_MD,
+        json_output: Annotated[Path, typer.Option(help="JSON report.")] = paths.SEEDS_JSON,
         draws: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 10_000,
     ) -> None:
         """Mean ± std over training seeds, paired-bootstrap intervals, and issue 12's checks."""

@@ -7,13 +7,8 @@ from typing import Annotated
 
 import typer
 
+from unildiff import paths
 from unildiff.cli._errors import reported_errors
-
-PRIOR_DIR = Path("models/prior")
-STAGE1_DIR = Path("models/stage1b")
-STAGE2_DIR = Path("models/stage2")
-ONNX_DIR = Path("export/onnx")
-ENGINE_DIR = Path("export/engines")
 
 export_app = typer.Typer(
     help="Export the restoration graphs (ONNX; TensorRT engines on CUDA hosts).", no_args_is_help=True
@@ -22,14 +17,12 @@ export_app = typer.Typer(
 
 @export_app.command("onnx")
 def export_onnx(
-    output: Annotated[Path, typer.Option(help="Folder of the ONNX graphs.")] = ONNX_DIR,
-    parity: Annotated[Path, typer.Option(help="Parity report (JSON).")] = Path("export/parity.json"),
-    prepared: Annotated[Path, typer.Option(help="Prepared data (test split images).")] = Path(
-        "data/prepared"
-    ),
-    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = PRIOR_DIR,
-    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = STAGE1_DIR,
-    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = STAGE2_DIR,
+    output: Annotated[Path, typer.Option(help="Folder of the ONNX graphs.")] = paths.ONNX,
+    parity: Annotated[Path, typer.Option(help="Parity report (JSON).")] = paths.PARITY,
+    prepared: Annotated[Path, typer.Option(help="Prepared data (test split images).")] = paths.PREPARED,
+    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = paths.PRIOR,
+    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = paths.STAGE1B,
+    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = paths.STAGE2,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 18,
     dynamo: Annotated[bool, typer.Option(help="Try torch.onnx.export(dynamo=True) first.")] = True,
     parity_images: Annotated[int, typer.Option(help="Test images in the parity report.")] = 2,
@@ -52,10 +45,10 @@ def export_onnx(
 
 @export_app.command("tensorrt")
 def export_tensorrt(
-    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs from `unildiff export onnx`.")] = ONNX_DIR,
+    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs from `unildiff export onnx`.")] = paths.ONNX,
     engine_dir: Annotated[
         Path, typer.Option(help="Engine root (a <gpu>_trt<version> folder is made).")
-    ] = ENGINE_DIR,
+    ] = paths.ENGINES,
     min_size: Annotated[int, typer.Option(help="Smallest image side of the profile.")] = 256,
     opt_size: Annotated[int, typer.Option(help="Image side TensorRT optimises for.")] = 512,
     max_size: Annotated[int, typer.Option(help="Largest image side of the profile.")] = 1024,
@@ -84,7 +77,7 @@ def export_tensorrt(
 
 
 def bench(
-    output: Annotated[Path, typer.Option(help="Report (JSON).")] = Path("reports/bench.json"),
+    output: Annotated[Path, typer.Option(help="Report (JSON).")] = paths.BENCH_REPORT,
     sizes: Annotated[list[int], typer.Option("--size", help="Square image side; repeat for several.")] = [64],  # noqa: B006
     steps: Annotated[list[int], typer.Option("--steps", help="Sampling steps; repeat for several.")] = [4],  # noqa: B006
     backends: Annotated[list[str], typer.Option("--backend", help="torch | onnxruntime | tensorrt.")] = [  # noqa: B006
@@ -115,11 +108,11 @@ def bench(
         bool,
         typer.Option(help="Time each backend in its own process (one backend's state skews another)."),
     ] = True,
-    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs.")] = ONNX_DIR,
-    engine_dir: Annotated[Path, typer.Option(help="TensorRT engine root.")] = ENGINE_DIR,
-    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = PRIOR_DIR,
-    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = STAGE1_DIR,
-    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = STAGE2_DIR,
+    onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs.")] = paths.ONNX,
+    engine_dir: Annotated[Path, typer.Option(help="TensorRT engine root.")] = paths.ENGINES,
+    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = paths.PRIOR,
+    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = paths.STAGE1B,
+    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = paths.STAGE2,
 ) -> None:
     """Time the LQ encoder, one CFG denoiser step, the decoder and the whole pipeline per backend."""
     with reported_errors():

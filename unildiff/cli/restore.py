@@ -11,12 +11,9 @@ from typing import Annotated
 
 import typer
 
+from unildiff import paths
 from unildiff.cli._errors import reported_errors
 
-DEFAULT_PRIOR = Path("models/prior")
-DEFAULT_STAGE1 = Path("models/stage1b")
-DEFAULT_STAGE2 = Path("models/stage2")
-DEFAULT_SAMPLING_RECORD = Path("models/sampling.json")
 RECORDED = "default: the recorded value"
 
 
@@ -87,21 +84,21 @@ def register(app: typer.Typer) -> None:
         color_fix: Annotated[str | None, typer.Option(help=f"none | wavelet | adain ({RECORDED}).")] = None,
         sampling_record: Annotated[
             Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
-        ] = DEFAULT_SAMPLING_RECORD,
+        ] = paths.SAMPLING_RECORD,
         backend: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt.")] = "torch",
         device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
         max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 64
         * 1024
         * 1024,
-        prior: Annotated[Path, typer.Option(help="Prior folder (diffusers layout).")] = DEFAULT_PRIOR,
+        prior: Annotated[Path, typer.Option(help="Prior folder (diffusers layout).")] = paths.PRIOR,
         stage1: Annotated[
             Path, typer.Option(help="Stage-1 weights (lq_encoder, daff, unet).")
-        ] = DEFAULT_STAGE1,
-        stage2: Annotated[Path, typer.Option(help="Stage-2 weights (DAEM decoder).")] = DEFAULT_STAGE2,
-        onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs (onnxruntime/tensorrt backends).")] = Path(
-            "export/onnx"
-        ),
-        engine_dir: Annotated[Path, typer.Option(help="TensorRT engines.")] = Path("export/engines"),
+        ] = paths.STAGE1B,
+        stage2: Annotated[Path, typer.Option(help="Stage-2 weights (DAEM decoder).")] = paths.STAGE2,
+        onnx_dir: Annotated[
+            Path, typer.Option(help="ONNX graphs (onnxruntime/tensorrt backends).")
+        ] = paths.ONNX,
+        engine_dir: Annotated[Path, typer.Option(help="TensorRT engines.")] = paths.ENGINES,
     ) -> None:
         """Restore images; outputs keep each input's size and mode. Exit code 1 if any file failed."""
         from unildiff.backends import Backend
