@@ -22,6 +22,7 @@ import torch
 from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
 from unildiff.models.bundle import UniLDiffModel
 from unildiff.models.config import DAEMConfig, DAFFConfig
+from unildiff.models.daff import DAFF
 from unildiff.models.decoder import DAEMDecoder
 from unildiff.models.lq_encoder import LQEncoder
 from unildiff.models.prior import load_prior
@@ -30,7 +31,7 @@ from unildiff.pipeline import SamplingConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
 from unildiff.training.latent_shards import ShardedLatentCache
 from unildiff.training.loop import make_accelerator
-from unildiff.training.stage1 import build_daff, train_stage1a, train_stage1b
+from unildiff.training.stage1 import train_stage1a, train_stage1b
 
 
 def main() -> None:
@@ -59,7 +60,8 @@ def main() -> None:
     cache = ShardedLatentCache("models/cache/latents")
     accelerator = make_accelerator(train_config)
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, load_section("daff", DAFFConfig, params), train_config.seed)
+    daff_config = load_section("daff", DAFFConfig, params)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=train_config.seed)
     started = time.perf_counter()
     result_1a = train_stage1a(
         prior, lq_encoder, daff, cache, stage1a, train_config, args.out / "1a", None, accelerator, "probe"

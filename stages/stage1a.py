@@ -19,20 +19,21 @@ def main() -> None:
     daff_config = load_section("daff", DAFFConfig, params)
     if relaunch_with_accelerate(train_config, "stages.stage1a"):
         return
+    from unildiff.models.daff import DAFF
     from unildiff.models.lq_encoder import LQEncoder
     from unildiff.models.prior import load_prior
     from unildiff.training.digest import digest_directory
     from unildiff.training.latent_shards import ShardedLatentCache
     from unildiff.training.loop import make_accelerator
     from unildiff.training.sharding import full_weight_modules
-    from unildiff.training.stage1 import build_daff, train_stage1a
+    from unildiff.training.stage1 import train_stage1a
     from unildiff.utils.atomic import atomic_dir
 
     accelerator = make_accelerator(train_config)
     prior = load_prior(paths.PRIOR)
     cache = ShardedLatentCache(paths.LATENT_CACHE)
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, daff_config, seed=train_config.seed)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=train_config.seed)
     if not daff_config.fusion:  # the ablation without DAFF: nothing to pre-train
         with atomic_dir(paths.STAGE1A) as temporary:
             daff.save_pretrained(temporary / "daff", safe_serialization=True)

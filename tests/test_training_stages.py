@@ -47,9 +47,9 @@ def _same(before: list[torch.Tensor], *modules: torch.nn.Module) -> bool:
 
 
 def test_fresh_daff_and_daem_are_seeded_and_leave_the_global_rng_alone(setup) -> None:
+    from unildiff.models.daff import DAFF
     from unildiff.models.decoder import DAEMDecoder
     from unildiff.models.lq_encoder import LQEncoder
-    from unildiff.training.stage1 import build_daff
 
     prior, _ = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
@@ -57,7 +57,7 @@ def test_fresh_daff_and_daem_are_seeded_and_leave_the_global_rng_alone(setup) ->
 
     def build(seed: int) -> list[torch.Tensor]:
         return _snapshot(
-            build_daff(prior, lq_encoder, config, seed=seed),
+            DAFF.from_unet(prior.unet, config, lq_encoder.out_channels, seed=seed),
             DAEMDecoder.from_vae(prior.vae, DAEMConfig(), seed=seed),
         )
 
@@ -73,12 +73,13 @@ def test_fresh_daff_and_daem_are_seeded_and_leave_the_global_rng_alone(setup) ->
 
 
 def test_stage1a_updates_only_daff(setup, tmp_path: Path) -> None:
+    from unildiff.models.daff import DAFF
     from unildiff.models.lq_encoder import LQEncoder
-    from unildiff.training.stage1 import build_daff, train_stage1a
+    from unildiff.training.stage1 import train_stage1a
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2), seed=0)
+    daff = DAFF.from_unet(prior.unet, DAFFConfig(width=16, num_heads=2), lq_encoder.out_channels, seed=0)
     frozen = (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     before, daff_before = _snapshot(*frozen), _snapshot(daff)
     result = train_stage1a(
@@ -99,12 +100,13 @@ def test_stage1a_updates_only_daff(setup, tmp_path: Path) -> None:
 
 
 def test_stage1b_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path: Path) -> None:
+    from unildiff.models.daff import DAFF
     from unildiff.models.lq_encoder import LQEncoder
-    from unildiff.training.stage1 import build_daff, train_stage1b
+    from unildiff.training.stage1 import train_stage1b
 
     prior, cache = setup
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = build_daff(prior, lq_encoder, DAFFConfig(width=16, num_heads=2), seed=0)
+    daff = DAFF.from_unet(prior.unet, DAFFConfig(width=16, num_heads=2), lq_encoder.out_channels, seed=0)
     unet = prior.unet
     frozen = (prior.vae, prior.text_encoder, prior.text_encoder_2)
     before, trained_before = _snapshot(*frozen), [_snapshot(m) for m in (lq_encoder, daff, unet)]

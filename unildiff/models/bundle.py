@@ -76,12 +76,7 @@ def build_model(prior: PriorComponents, daff_config: DAFFConfig, daem_config: DA
     The UNet is the prior's own module (not a copy); training code copies it if it must keep the original.
     """
     lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = DAFF.from_settings(
-        daff_config,
-        hidden_channels=prior.unet.config.block_out_channels[0],
-        lq_channels=lq_encoder.out_channels,
-        text_dim=prior.unet.config.cross_attention_dim,
-    )
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels)  # from the global RNG
     decoder = DAEMDecoder.from_vae(prior.vae, daem_config)
     return UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
 

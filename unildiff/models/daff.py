@@ -103,10 +103,28 @@ class DAFF(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.proj_out.bias)
 
     @classmethod
-    def from_settings(cls, config: DAFFConfig, hidden_channels: int, lq_channels: int, text_dim: int) -> DAFF:
-        """Build DAFF from the ``daff`` params and the sizes of the UNet, LQ encoder and text embedding."""
-        sizes = {"hidden_channels": hidden_channels, "lq_channels": lq_channels, "text_dim": text_dim}
-        return cls(**sizes, **dataclasses.asdict(config))
+    def from_unet(
+        cls, unet: nn.Module, config: DAFFConfig, lq_channels: int, seed: int | None = None
+    ) -> DAFF:
+        """A fresh DAFF from the ``daff`` params, sized for ``unet`` and the LQ encoder's features.
+
+        Args:
+            unet: The UNet DAFF hooks into (its conv_in width and text width fix DAFF's sizes).
+            config: The ``daff`` settings.
+            lq_channels: Channels of f^LQ (``LQEncoder.out_channels``).
+            seed: Seed of the weight initialisation, drawn inside ``torch.random.fork_rng`` so the global
+                RNG is left as it was (the ``stage1a`` stage); ``None`` draws from the global RNG as it is.
+        """
+        sizes = {
+            "hidden_channels": unet.config.block_out_channels[0],
+            "lq_channels": lq_channels,
+            "text_dim": unet.config.cross_attention_dim,
+        }
+        if seed is None:
+            return cls(**sizes, **dataclasses.asdict(config))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(**sizes, **dataclasses.asdict(config))
 
     def _rotary(self, grid_height: int, grid_width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         # Broadcast (not repeat_interleave) so the exported graph keeps h and w symbolic.

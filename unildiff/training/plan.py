@@ -265,14 +265,7 @@ def stage_modules(
         unet = cast(UNet2DConditionModel(**unet_config))
         vae = cast(AutoencoderKL(**vae_config))
         lq_encoder = cast(LQEncoder.from_vae(vae))
-        daff = cast(
-            DAFF.from_settings(
-                daff_config,
-                hidden_channels=unet.config.block_out_channels[0],
-                lq_channels=lq_encoder.out_channels,
-                text_dim=unet.config.cross_attention_dim,
-            )
-        )
+        daff = cast(DAFF.from_unet(unet, daff_config, lq_encoder.out_channels))
         decoder = cast(DAEMDecoder.from_vae(vae, daem_config))
     denoiser = UniLDiffDenoiser(unet, daff)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)

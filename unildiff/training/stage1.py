@@ -16,28 +16,6 @@ from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, trai
 from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
 
 
-def build_daff(prior: Any, lq_encoder: torch.nn.Module, daff_config: Any, seed: int) -> torch.nn.Module:
-    """A fresh DAFF sized for ``prior.unet`` and ``lq_encoder`` (zero-initialised output projection).
-
-    Args:
-        prior: The loaded prior (its UNet fixes the hidden and text widths).
-        lq_encoder: The LQ encoder (fixes the LQ feature width).
-        daff_config: The ``daff`` settings.
-        seed: Seed of the weight initialisation; the global RNG is left as it was.
-    """
-    from unildiff.models.daff import DAFF
-
-    unet = prior.unet
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return DAFF.from_settings(
-            daff_config,
-            hidden_channels=unet.config.block_out_channels[0],
-            lq_channels=lq_encoder.out_channels,
-            text_dim=unet.config.cross_attention_dim,
-        )
-
-
 def _settings(module: torch.nn.Module) -> dict[str, Any]:
     """A module's ``register_to_config`` settings (without diffusers' private ``_name_or_path`` etc.)."""
     return {key: value for key, value in module.config.items() if not key.startswith("_")}
