@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
+from unildiff.data.imageio import image_to_tensor, tensor_to_image
 from unildiff.errors import DataError
-from unildiff.imageio import image_to_tensor, read_image, tensor_to_image, write_image
+from unildiff.imageio import read_image, write_image
 
 
 def _write_raw(path, array):

@@ -170,17 +170,3 @@ def write_image(path: str | Path, rgb: np.ndarray, like: LoadedImage) -> Path:
         if not cv2.imwrite(str(temporary), encoded):
             raise DataError(f"cannot write image: {path}")
     return path
-
-
-def image_to_tensor(rgb: np.ndarray):
-    """Convert colour [0, 1], (H, W, 3) numpy to a torch tensor [-1, 1], (1, 3, H, W), float32."""
-    import torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)
-    return (tensor * 2.0 - 1.0).unsqueeze(0)
-
-
-def tensor_to_image(tensor) -> np.ndarray:
-    """Convert a torch tensor [-1, 1], (1, 3, H, W) to colour [0, 1], (H, W, 3), float32 numpy."""
-    image = (tensor.detach().float().cpu()[0].clamp(-1.0, 1.0) + 1.0) / 2.0
-    return image.permute(1, 2, 0).numpy()

@@ -23,8 +23,9 @@ import torch
 from rich.console import Console
 from rich.progress import Progress
 
+from unildiff.data.imageio import image_to_tensor, tensor_to_image
 from unildiff.errors import ConfigError, DataError, MissingArtifactError, UniLDiffError
-from unildiff.imageio import image_to_tensor, is_supported, read_image, tensor_to_image, write_image
+from unildiff.imageio import is_supported, read_image, write_image
 from unildiff.params import build
 from unildiff.pipeline import SamplingConfig
 from unildiff.tiling import PROGRESS_COLUMNS

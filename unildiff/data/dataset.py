@@ -9,14 +9,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from unildiff.data.imageio import read_image
+from unildiff.data.imageio import image_to_tensor, read_image
 from unildiff.data.manifest import SPLITS, ManifestRow, read_manifest
 from unildiff.errors import ConfigError, DataError
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """``[0, 1], (H, W, 3)`` numpy -> ``[-1, 1], (3, H, W)`` float32 tensor."""
-    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).mul(2.0).sub(1.0)
+    """``[0, 1], (H, W, 3)`` numpy -> ``[-1, 1], (3, H, W)`` float32 tensor, contiguous (the layout the
+    batches have always had)."""
+    return image_to_tensor(image)[0].contiguous()
 
 
 class PairedImageDataset(Dataset):

@@ -85,3 +85,23 @@ def write_image_into(path: Path, image: np.ndarray) -> None:
     """Write a PNG into a folder that is itself written atomically (no per-file temporary)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(image)).save(path, format="PNG", compress_level=1)
+
+
+def image_to_tensor(image: np.ndarray):
+    """Convert colour ``[0, 1], (H, W, 3)`` numpy to a torch tensor ``[-1, 1], (1, 3, H, W)``, float32.
+
+    The tensor shares the (H, W, 3) memory order of ``image`` (a permuted view, not made contiguous);
+    call ``.contiguous()`` where a caller needs (3, H, W) memory order. torch is imported here, so the
+    ``prepare`` stage, which never calls this, does not need it.
+    """
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    return (tensor * 2.0 - 1.0).unsqueeze(0)
+
+
+def tensor_to_image(tensor) -> np.ndarray:
+    """Convert a torch tensor ``[-1, 1], (1, 3, H, W)`` (the first image of a batch) to colour
+    ``[0, 1], (H, W, 3)``, float32 numpy (values clamped to the range first)."""
+    image = (tensor.detach().float().cpu()[0].clamp(-1.0, 1.0) + 1.0) / 2.0
+    return image.permute(1, 2, 0).numpy()

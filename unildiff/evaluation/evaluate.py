@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from rich.progress import Progress
 
+from unildiff.data.imageio import tensor_to_image
 from unildiff.errors import ConfigError
 from unildiff.evaluation.metrics import MetricSuite, check_metric_names
 from unildiff.evaluation.reports import EvaluationResult, GridRow, ImageRecord
@@ -55,10 +56,6 @@ class EvaluateConfig:
                 )
         if self.max_images < 0 or self.grid_images < 0:
             raise ConfigError("evaluate.max_images and evaluate.grid_images must be ≥ 0")
-
-
-def _to_image(tensor: torch.Tensor):
-    return ((tensor[0].detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
 
 
 @torch.no_grad()
@@ -160,7 +157,7 @@ def evaluate_model(
 
             rows = grids.setdefault(item["task"], [])
             if len(rows) < config.grid_images:
-                rows.append(GridRow(_to_image(lq), _to_image(restored), _to_image(gt)))
+                rows.append(GridRow(tensor_to_image(lq), tensor_to_image(restored), tensor_to_image(gt)))
             records.append(record)
             progress.advance(task_bar)
 
