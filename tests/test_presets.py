@@ -71,7 +71,11 @@ def _resolve(tmp_path: Path) -> dict:
     daff = load_section("daff", DAFFConfig, params)
     # No train.accelerate_config: one process, so the global batch is batch_size x accumulation.
     assert train.accelerate_config == ""
-    processes, accumulation = 1, train.gradient_accumulation_steps
+    processes = 1
+
+    def global_batch(stage) -> int:
+        return stage.batch_size * train.accumulation_steps(stage.batch_size, processes) * processes
+
     return {
         "crop size": train.crop_size,
         "stage 2 crop size": stage2.crop_size,
@@ -85,9 +89,9 @@ def _resolve(tmp_path: Path) -> dict:
         "stage 1b lr (LQ encoder)": stage1b.lr_lq_encoder,
         "stage 1b lr (DAFF + UNet)": stage1b.lr_denoiser,
         "stage 2 lr (decoder + DAEM)": (stage2.lr * stage2.decoder_lr_scale, stage2.lr),
-        "stage 1a global batch": stage1a.batch_size * accumulation * processes,
-        "stage 1b global batch": stage1b.batch_size * accumulation * processes,
-        "stage 2 global batch": stage2.batch_size * accumulation * processes,
+        "stage 1a global batch": global_batch(stage1a),
+        "stage 1b global batch": global_batch(stage1b),
+        "stage 2 global batch": global_batch(stage2),
         "sampler": sampling.scheduler,
         "sampling steps": sampling.steps,
         "sampling start": sampling.start,

@@ -171,6 +171,28 @@ def test_gradient_accumulation_and_ema_run(tmp_path: Path) -> None:
     assert result.steps == 2 and (latest_state(run.checkpoint_dir) / "ema.safetensors").is_file()
 
 
+def test_global_batch_size_derives_the_accumulation(tmp_path: Path) -> None:
+    """global_batch_size 16 over batch_size 8 on one process is 2 micro-batches: the same run, bit for bit,
+    as gradient_accumulation_steps 2 (the same seeds, batches and fingerprint)."""
+    runs = {}
+    for name, config in {
+        "accumulation": TrainConfig(gradient_accumulation_steps=2, log_every=1, checkpoint_every=2),
+        "global": TrainConfig(global_batch_size=16, log_every=1, checkpoint_every=2),
+    }.items():
+        run = make_run(tmp_path / name, steps=2)
+        train(run, config)
+        runs[name] = load_file(str(latest_state(run.checkpoint_dir) / "model.safetensors"))
+    assert runs["accumulation"].keys() == runs["global"].keys()
+    for key, tensor in runs["accumulation"].items():
+        assert torch.equal(tensor, runs["global"][key])
+    assert TrainConfig(global_batch_size=64).accumulation_steps(batch_size=8, processes=2) == 4
+    assert TrainConfig(global_batch_size=64).accumulation_steps(batch_size=8, processes=8) == 1
+    with pytest.raises(ConfigError, match="train.global_batch_size=64 is not a multiple of batch_size 8 x 3"):
+        TrainConfig(global_batch_size=64).accumulation_steps(batch_size=8, processes=3)
+    with pytest.raises(ConfigError, match="train.global_batch_size or train.gradient_accumulation_steps"):
+        TrainConfig(global_batch_size=64, gradient_accumulation_steps=2)
+
+
 @pytest.mark.parametrize(
     ("factory", "param"),
     [

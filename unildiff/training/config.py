@@ -56,7 +56,11 @@ class TrainConfig:
             cached patches (pixels, a multiple of the VAE factor).
         cache_crop_size: Side of the fixed crop per pair whose latents are cached (``encode_latents``);
             0 caches whole patches (they must then share one size, as the built-in patches do).
-        gradient_accumulation_steps: Micro-batches per optimizer step.
+        gradient_accumulation_steps: Micro-batches per optimizer step (with ``global_batch_size`` 0).
+        global_batch_size: Images per optimizer step over all processes (the paper's batch 64); 0 uses
+            ``gradient_accumulation_steps`` as set. Otherwise each stage's accumulation is derived:
+            global / (the stage's ``batch_size`` × processes), which must divide exactly
+            (:meth:`accumulation_steps`).
         max_grad_norm: Gradient clipping norm; 0 disables clipping.
         checkpoint_every: Save the resumable state every this many optimizer steps.
         resume: ``auto`` resumes a matching state and refuses (with the reason) and restarts on a
@@ -86,6 +90,7 @@ class TrainConfig:
     crop_size: int = 64
     cache_crop_size: int = 0
     gradient_accumulation_steps: int = 1
+    global_batch_size: int = 0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 50
     resume: str = "auto"
@@ -126,8 +131,30 @@ class TrainConfig:
             _positive("train", name, getattr(self, name))
         _non_negative("train", "max_grad_norm", self.max_grad_norm)
         _non_negative("train", "dataloader_workers", self.dataloader_workers)
+        _non_negative("train", "global_batch_size", self.global_batch_size)
+        if self.global_batch_size and self.gradient_accumulation_steps != 1:
+            raise ConfigError(
+                "set train.global_batch_size or train.gradient_accumulation_steps, not both "
+                f"(got {self.global_batch_size} and {self.gradient_accumulation_steps})"
+            )
         _fraction("train", "ema_decay", self.ema_decay)
         _fraction("train", "prompt_dropout", self.prompt_dropout)
+
+    def accumulation_steps(self, batch_size: int, processes: int) -> int:
+        """Micro-batches per optimizer step for a stage of ``batch_size`` images per micro-batch and process.
+
+        Raises:
+            ConfigError: ``global_batch_size`` is not a multiple of ``batch_size`` × ``processes``.
+        """
+        if not self.global_batch_size:
+            return self.gradient_accumulation_steps
+        per_micro_step = batch_size * processes
+        if self.global_batch_size % per_micro_step:
+            raise ConfigError(
+                f"train.global_batch_size={self.global_batch_size} is not a multiple of batch_size "
+                f"{batch_size} x {processes} process(es)"
+            )
+        return self.global_batch_size // per_micro_step
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,9 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     from diffusers.optimization import get_scheduler
 
     accelerator = accelerator or make_accelerator(config)
+    # train.global_batch_size: this stage's micro-batches per optimizer step over all processes.
+    accumulation = config.accumulation_steps(run.batch_size, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = accumulation
     sharded = sharding.is_sharded(accelerator)
     if sharded:
         sharding.check_sharded_config(config)
@@ -203,7 +206,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         "weight_decay": run.weight_decay,
         "adam_beta2": run.adam_beta2,
         "param_groups": [[g.name, g.lr] for g in run.param_groups],
-        "train": _train_fingerprint(config),
+        "train": _train_fingerprint(config, accumulation),
     }
     decision = load_training_state(
         run.checkpoint_dir,
@@ -241,7 +244,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         config.seed,
         start_step=decision.step,
         steps=run.steps,
-        accumulation=config.gradient_accumulation_steps,
+        accumulation=accumulation,
         process=accelerator.process_index,
         processes=accelerator.num_processes,
     )
@@ -251,7 +254,7 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
         while step < run.steps:
             set_seed(derived_seed(config.seed, step, accelerator.process_index) % (2**32))
             losses = []
-            for micro in range(config.gradient_accumulation_steps):
+            for micro in range(accumulation):
                 generator = torch.Generator(device=accelerator.device)
                 generator.manual_seed(derived_seed(config.seed, step, micro, accelerator.process_index, 1))
                 batch = next(batches)
@@ -367,13 +370,13 @@ def enable_gradient_checkpointing(objective: torch.nn.Module) -> list[str]:
     return list(switched.values())
 
 
-def _train_fingerprint(config: TrainConfig) -> dict[str, Any]:
+def _train_fingerprint(config: TrainConfig, accumulation: int) -> dict[str, Any]:
     # Settings that change the result; checkpoint/log periods and the resume mode do not.
     return {
         "seed": config.seed,
         "mixed_precision": config.mixed_precision,
         "crop_size": config.crop_size,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
+        "gradient_accumulation_steps": accumulation,
         "max_grad_norm": config.max_grad_norm,
         "use_ema": config.use_ema,
         "ema_decay": config.ema_decay,
