@@ -83,3 +83,23 @@ def test_plain_decoder_ablation_runs_on_shared_modules(tiny_model):
     plain_image, daem_image = plain(lq, "remove rain"), daem(lq, "remove rain")
     assert plain_image.shape == daem_image.shape == lq.shape and torch.isfinite(plain_image).all()
     assert plain.graphs.denoiser is daem.graphs.denoiser and plain.graphs.decoder is None
+
+
+def test_half_precision_graphs_restore_close_to_fp32(tiny_model):
+    """``restore --dtype bf16`` wraps the torch graphs in CastGraphs: every module computes in bf16 (run
+    here on CPU; the CLI allows half types on CUDA only), the pipeline still sees float32 in and out."""
+    import copy
+
+    from unildiff.backends.torch import CastGraphs
+
+    config = SamplingConfig(steps=2)
+    lq = _lq(16, 16)
+    reference = RestorationPipeline.from_model(tiny_model, config)(lq, "remove rain")
+    model = copy.deepcopy(tiny_model)
+    fp32 = RestorationPipeline.from_model(model, config)
+    half = RestorationPipeline.with_prior(CastGraphs(fp32.graphs, torch.bfloat16), model.prior, config)
+    restored = half(lq, "remove rain")
+    assert next(model.unet.parameters()).dtype == next(model.decoder.parameters()).dtype == torch.bfloat16
+    assert restored.dtype == torch.float32 and restored.shape == lq.shape
+    assert not torch.equal(restored, reference)  # it really ran in bf16
+    assert (restored - reference).abs().max() < 0.1

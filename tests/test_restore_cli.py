@@ -114,3 +114,7 @@ def test_bad_options_are_one_line_errors(tmp_path, stub_pipeline):
     assert result.exit_code == 1 and "--no-prompt" in result.output
     result = runner.invoke(app, ["restore", str(tmp_path / "missing.png"), "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and "missing.png" in result.output
+    result = runner.invoke(app, ["restore", str(inputs), "-o", str(tmp_path / "o"), "--dtype", "bf16"])
+    assert result.exit_code == 1 and "--dtype bf16 needs --backend torch --device cuda" in result.output
+    result = runner.invoke(app, ["restore", str(inputs), "-o", str(tmp_path / "o"), "--dtype", "fp64"])
+    assert result.exit_code == 1 and "unknown --dtype 'fp64'" in result.output

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from unildiff.backends import LQEncoding
+
+#: ``--dtype`` / ``bench.dtype`` names of the torch backend's compute types.
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TorchGraphs:
@@ -61,3 +66,37 @@ class TorchGraphs:
         if self.decoder is None:
             return self.vae.decode(latents / self.vae.config.scaling_factor).sample
         return self.decoder(latents, skips).sample
+
+
+class CastGraphs:
+    """Torch graphs run in ``dtype`` (bf16/fp16 on CUDA): inputs cast in, outputs cast back to float32.
+
+    Used by ``unildiff restore --dtype`` and ``unildiff bench --dtype``. Attention runs through diffusers'
+    default processors, i.e. torch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels on
+    CUDA in half precision).
+    """
+
+    def __init__(self, graphs, dtype: torch.dtype) -> None:
+        self.graphs = graphs
+        self.dtype = dtype
+        self.pixel_multiple = graphs.pixel_multiple
+        for module in (graphs.conditioner, graphs.denoiser, graphs.decoder or graphs.vae):
+            module.to(dtype)
+
+    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+
+    def encode_lq(self, lq):
+        encoding = self.graphs.encode_lq(self._cast(lq))
+        return dataclasses.replace(
+            encoding,
+            lq_features=encoding.lq_features.float(),
+            lq_latent=encoding.lq_latent.float(),
+            skips=tuple(skip.float() for skip in encoding.skips),
+        )
+
+    def denoise(self, *args):
+        return self.graphs.denoise(*(self._cast(argument) for argument in args)).float()
+
+    def decode(self, latents, skips):
+        return self.graphs.decode(self._cast(latents), tuple(self._cast(skip) for skip in skips)).float()

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from unildiff.backends import Backend, open_backend
+from unildiff.backends.torch import TORCH_DTYPES, CastGraphs
 from unildiff.bench.config import BenchConfig, config_description
 from unildiff.bench.timing import (
     ComponentResult,
@@ -35,7 +36,6 @@ from unildiff.bench.timing import (
 from unildiff.errors import ConfigError, UniLDiffError
 from unildiff.utils.atomic import atomic_write_json
 
-TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PROMPT = "remove noise"
 
 
@@ -68,35 +68,6 @@ class PhotoBench:
     def key(self) -> str:
         """The row's name in ``reports/bench.json``, e.g. ``1155x866``."""
         return f"{self.width}x{self.height}"
-
-
-class CastGraphs:
-    """Torch graphs run in ``dtype`` (bf16/fp16 on CUDA): inputs cast in, outputs cast back to float32."""
-
-    def __init__(self, graphs, dtype: torch.dtype) -> None:
-        self.graphs = graphs
-        self.dtype = dtype
-        self.pixel_multiple = graphs.pixel_multiple
-        for module in (graphs.conditioner, graphs.denoiser, graphs.decoder):
-            module.to(dtype)
-
-    def _cast(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(self.dtype) if tensor.is_floating_point() else tensor
-
-    def encode_lq(self, lq):
-        encoding = self.graphs.encode_lq(self._cast(lq))
-        return dataclasses.replace(
-            encoding,
-            lq_features=encoding.lq_features.float(),
-            lq_latent=encoding.lq_latent.float(),
-            skips=tuple(skip.float() for skip in encoding.skips),
-        )
-
-    def denoise(self, *args):
-        return self.graphs.denoise(*(self._cast(argument) for argument in args)).float()
-
-    def decode(self, latents, skips):
-        return self.graphs.decode(self._cast(latents), tuple(self._cast(skip) for skip in skips)).float()
 
 
 def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):

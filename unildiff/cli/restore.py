@@ -26,17 +26,23 @@ def build_pipeline(
     onnx_dir: Path,
     engine_dir: Path,
     device: str,
+    dtype: str = "fp32",
 ):
-    """A RestorationPipeline for ``backend`` (torch modules, or exported graphs + torch text encoders)."""
+    """A RestorationPipeline for ``backend`` (torch modules, or exported graphs + torch text encoders);
+    the torch modules compute in ``dtype`` (``fp32``, or ``bf16``/``fp16`` on CUDA)."""
     from unildiff.backends import Backend, open_backend
     from unildiff.pipeline import RestorationPipeline
 
     kind = Backend(backend)
     if kind is Backend.TORCH:
+        from unildiff.backends.torch import TORCH_DTYPES, CastGraphs
         from unildiff.models.bundle import load_trained_model
 
         model = load_trained_model(prior_dir, stage1_dir, stage2_dir)
-        return RestorationPipeline.from_model(model, sampling, device=device)
+        graphs = open_backend(kind, model=model, device=device)
+        if dtype != "fp32":
+            graphs = CastGraphs(graphs, TORCH_DTYPES[dtype])
+        return RestorationPipeline.with_prior(graphs, model.prior, sampling)
     from unildiff.models.prior import load_prior
 
     graphs = open_backend(kind, onnx_dir=onnx_dir, engine_dir=engine_dir, device=device)
@@ -87,6 +93,9 @@ def register(app: typer.Typer) -> None:
         ] = paths.SAMPLING_RECORD,
         backend: Annotated[str, typer.Option(help="torch | onnxruntime | tensorrt.")] = "torch",
         device: Annotated[str, typer.Option(help="Torch device (cpu, cuda).")] = "cpu",
+        dtype: Annotated[
+            str, typer.Option(help="fp32 | bf16 | fp16: the torch backend's compute type (half types: cuda).")
+        ] = "fp32",
         max_pixels: Annotated[int, typer.Option(help="Refuse images with more pixels than this.")] = 64
         * 1024
         * 1024,
@@ -110,6 +119,10 @@ def register(app: typer.Typer) -> None:
             valid = [kind.value for kind in Backend]
             if backend not in valid:
                 raise ConfigError(f"unknown --backend {backend!r} (valid: {', '.join(valid)})")
+            if dtype not in ("fp32", "bf16", "fp16"):
+                raise ConfigError(f"unknown --dtype {dtype!r} (valid: fp32, bf16, fp16)")
+            if dtype != "fp32" and (backend != "torch" or device != "cuda"):
+                raise ConfigError(f"--dtype {dtype} needs --backend torch --device cuda")
             from unildiff.restore import (
                 describe_sampling,
                 effective_sampling,
@@ -139,7 +152,9 @@ def register(app: typer.Typer) -> None:
             sampling = effective_sampling(read_sampling_record(sampling_record), flags)
             overridden = [name for name, value in flags.items() if value is not None]
             typer.echo(f"{describe_sampling(sampling, overridden)} (from {sampling_record})")
-            pipeline = build_pipeline(backend, sampling, prior, stage1, stage2, onnx_dir, engine_dir, device)
+            pipeline = build_pipeline(
+                backend, sampling, prior, stage1, stage2, onnx_dir, engine_dir, device, dtype
+            )
             summary = restore_files(
                 pipeline, inputs, output, "" if no_prompt else task, sampling.seed, max_pixels, device
             )
