@@ -256,3 +256,37 @@ def test_sdxl_directory_missing_a_component_is_named(setup, tmp_path: Path) -> N
     with pytest.raises(MissingArtifactError, match="text_encoder_2"):
         link_sdxl_prior(tmp_path / "sdxl", tmp_path / "linked2")
     assert not (tmp_path / "linked2").exists()
+
+
+def test_stage2_killed_mid_run_resumes_to_the_uninterrupted_weights(setup, tmp_path: Path, monkeypatch):
+    """A real tiny stage (stage 2: DAEM decoder, routing noise, two param groups) killed during step 3
+    resumes from the state of step 2 and ends on exactly the weights of an uninterrupted run."""
+    from unildiff.models.decoder import DAEMDecoder
+    from unildiff.training.objectives import DecoderObjective
+    from unildiff.training.stage2 import train_stage2
+
+    prior, cache = setup
+    config = Stage2Config(steps=4, batch_size=2, crop_size=32)
+
+    def run(folder: Path) -> dict[str, torch.Tensor]:
+        decoder = DAEMDecoder.from_vae(prior.vae, DAEMConfig(), seed=0)
+        train_stage2(prior, decoder, cache, config, TRAIN, folder, None, make_accelerator(TRAIN), "key")
+        return {name: tensor.clone() for name, tensor in decoder.state_dict().items()}
+
+    uninterrupted = run(tmp_path / "whole")
+    forward, calls = DecoderObjective.forward, []
+
+    def killed_in_step_3(self, batch, generator):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return forward(self, batch, generator)
+
+    monkeypatch.setattr(DecoderObjective, "forward", killed_in_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed")
+    monkeypatch.setattr(DecoderObjective, "forward", forward)
+    assert [path.name for path in (tmp_path / "killed").glob("step-*")] == ["step-00000002"]
+    resumed = run(tmp_path / "killed")
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)
