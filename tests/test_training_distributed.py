@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.torchrun import torchrun
+
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
@@ -62,20 +60,7 @@ weights = objective.linear.weight.detach().flatten().tolist()
 def test_two_cpu_processes_train_in_sync(tmp_path: Path) -> None:
     script = tmp_path / "toy_train.py"
     script.write_text(SCRIPT)
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(tmp_path),
-    ]
-    completed = subprocess.run(
-        command, env=environment, capture_output=True, text=True, timeout=600, check=False
-    )
+    completed = torchrun(script, tmp_path)
     assert completed.returncode == 0, completed.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     assert all(r["processes"] == 2 and r["steps"] == 4 and r["backend"] == "gloo" for r in ranks), ranks

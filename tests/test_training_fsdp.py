@@ -11,18 +11,16 @@ CPU tensors over gloo.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.torchrun import torchrun
+
 pytestmark = pytest.mark.slow
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import json, sys
@@ -102,22 +100,6 @@ if accelerator.is_main_process:
 """
 
 
-def _torchrun(script: Path, *args: object) -> subprocess.CompletedProcess:
-    environment = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(script),
-    ]
-    return subprocess.run(
-        [*command, *map(str, args)], env=environment, capture_output=True, text=True, timeout=600, check=False
-    )
-
-
 def _state(directory: Path) -> tuple[dict, dict, dict]:
     return (
         load_file(str(directory / "model.safetensors")),
@@ -130,7 +112,7 @@ def test_fsdp_saves_full_weights_and_resumes_exactly(tmp_path: Path) -> None:
     script = tmp_path / "toy_fsdp.py"
     script.write_text(SCRIPT)
     for name, mode in (("ddp", "ddp"), ("fsdp", "fsdp")):
-        completed = _torchrun(script, tmp_path / name, mode)
+        completed = torchrun(script, tmp_path / name, mode)
         assert completed.returncode == 0, completed.stderr[-4000:]
     fsdp_run = json.loads((tmp_path / "fsdp" / "run.json").read_text())
     ddp_run = json.loads((tmp_path / "ddp" / "run.json").read_text())
@@ -156,10 +138,10 @@ def test_fsdp_saves_full_weights_and_resumes_exactly(tmp_path: Path) -> None:
     assert fsdp_json["lr_scheduler"] == ddp_json["lr_scheduler"]
 
     # (b) killed during step 5 (state of step 4 on disk), then rerun: the same result bit for bit
-    killed = _torchrun(script, tmp_path / "resumed", "fsdp", 9)
+    killed = torchrun(script, tmp_path / "resumed", "fsdp", 9)
     assert killed.returncode != 0 and "killed" in killed.stderr
     assert sorted(path.name for path in (tmp_path / "resumed/ckpt").iterdir()) == ["step-00000004"]
-    completed = _torchrun(script, tmp_path / "resumed", "fsdp")
+    completed = torchrun(script, tmp_path / "resumed", "fsdp")
     assert completed.returncode == 0, completed.stderr[-4000:]
     assert json.loads((tmp_path / "resumed" / "run.json").read_text())["start"] == 4
     resumed_model, resumed_optimizer, resumed_json = _state(tmp_path / "resumed/ckpt/step-00000006")
