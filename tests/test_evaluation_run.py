@@ -71,6 +71,8 @@ def test_cli_evaluate_unknown_metric_and_missing_weights(tmp_path):
     assert result.exit_code == 1 and "unknown metric 'fid'" in result.output and "psnr" in result.output
     result = runner.invoke(app, ["evaluate", "--prior", str(tmp_path), "--stage1", str(tmp_path / "none")])
     assert result.exit_code == 1 and "dvc repro" in result.output
+    result = runner.invoke(app, ["evaluate", "--split", "train"])
+    assert result.exit_code == 1 and "split must be 'val' or 'test'" in result.output
 
 
 def test_cli_restore_missing_weights_names_the_stage(tmp_path):

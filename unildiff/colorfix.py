@@ -3,6 +3,9 @@
 - ``adain``: per-channel mean and standard deviation of the restored image set to those of the LQ image.
 - ``wavelet``: keep the restored image's high frequencies and take the low frequencies (the colour)
   from the LQ image, with a dilated à-trous wavelet decomposition (as in StableSR).
+- ``adaptive``: the wavelet fix weighted by how far the restoration moved the image's low frequencies:
+  a restorer that changed them on purpose (haze, low light) keeps its own, one that only drifted (the
+  tiny VAE's colour error on noise and rain) gets the LQ's (tiny only; docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch.nn.functional as functional
 
 from unildiff.errors import ConfigError
 
-COLOR_FIXES = ("none", "wavelet", "adain")
+COLOR_FIXES = ("none", "wavelet", "adain", "adaptive")
 """Valid values of ``sampling.color_fix``."""
 
 
@@ -73,12 +76,56 @@ def wavelet_color_fix(restored: torch.Tensor, lq: torch.Tensor, levels: int = 5)
     return (restored_high + lq_low).clamp(-1.0, 1.0)
 
 
-def apply_color_fix(method: str, restored: torch.Tensor, lq: torch.Tensor) -> torch.Tensor:
-    """Apply the colour fix named ``method`` (one of :data:`COLOR_FIXES`); tensors [-1, 1], (B, 3, H, W)."""
+def adaptive_color_fix(
+    restored: torch.Tensor, lq: torch.Tensor, tolerance: float, levels: int = 5
+) -> torch.Tensor:
+    """The wavelet fix, weighted per image by how far the restoration moved the low frequencies.
+
+    With ``low``/``high`` the wavelet split, ``d`` the mean over pixels and channels of
+    ``|low(restored) − low(lq)|`` and ``w = exp(−(d / tolerance)²)``::
+
+        out = high(restored) + w · low(lq) + (1 − w) · low(restored)
+
+    A dehazed or brightened image (``d`` ≫ ``tolerance``) keeps its own low frequencies; a denoised or
+    derained one, whose low frequencies moved only by the decoder's colour drift, takes the LQ's.
+
+    Args:
+        restored: [-1, 1], (B, 3, H, W).
+        lq: [-1, 1], (B, 3, H, W), the same size as ``restored``.
+        tolerance: the low-frequency change (in [-1, 1] units) at which the weight has fallen to 1/e.
+        levels: wavelet levels (the low band keeps structures above about ``2**levels`` pixels).
+
+    Returns:
+        [-1, 1], (B, 3, H, W).
+    """
+    restored_high, restored_low = wavelet_decomposition(restored, levels)
+    _, lq_low = wavelet_decomposition(lq, levels)
+    change = (restored_low - lq_low).abs().mean(dim=(1, 2, 3), keepdim=True)
+    weight = torch.exp(-((change / tolerance) ** 2))
+    return (restored_high + weight * lq_low + (1.0 - weight) * restored_low).clamp(-1.0, 1.0)
+
+
+def apply_color_fix(
+    method: str, restored: torch.Tensor, lq: torch.Tensor, levels: int = 5, tolerance: float = 0.25
+) -> torch.Tensor:
+    """Apply the colour fix named ``method`` (one of :data:`COLOR_FIXES`).
+
+    Args:
+        method: ``none``, ``wavelet``, ``adain`` or ``adaptive``.
+        restored: [-1, 1], (B, 3, H, W).
+        lq: [-1, 1], (B, 3, H, W), the same size as ``restored``.
+        levels: wavelet levels of ``wavelet`` and ``adaptive``.
+        tolerance: the low-frequency change of ``adaptive`` (see :func:`adaptive_color_fix`).
+
+    Returns:
+        [-1, 1], (B, 3, H, W).
+    """
     if method == "none":
         return restored
     if method == "wavelet":
-        return wavelet_color_fix(restored, lq)
+        return wavelet_color_fix(restored, lq, levels)
     if method == "adain":
         return adain_color_fix(restored, lq)
+    if method == "adaptive":
+        return adaptive_color_fix(restored, lq, tolerance, levels)
     raise ConfigError(f"unknown sampling.color_fix {method!r} (valid: {', '.join(COLOR_FIXES)})")

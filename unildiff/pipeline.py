@@ -22,6 +22,7 @@ from rich.progress import Progress
 
 from unildiff.backends import Backend, RestorationGraphs, open_backend
 from unildiff.colorfix import COLOR_FIXES, apply_color_fix
+from unildiff.detailfix import guided_detail_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
 from unildiff.tiling import (
@@ -64,7 +65,13 @@ class SamplingConfig:
         auto_tile: with ``tile`` 0, an image whose padded height or width exceeds this many pixels is
             tiled with tiles of this side (large images switch to tiling by themselves, as in DiffBIR
             and SUPIR); 0 = never tile automatically. A multiple of the model's multiple.
-        color_fix: ``none``, ``wavelet`` or ``adain`` (see :mod:`unildiff.colorfix`).
+        color_fix: ``none``, ``wavelet``, ``adain`` or ``adaptive`` (see :mod:`unildiff.colorfix`).
+        color_fix_levels: wavelet levels of the ``wavelet`` and ``adaptive`` fixes.
+        color_fix_tolerance: low-frequency change at which ``adaptive`` keeps the restoration's own
+            colours (see :func:`~unildiff.colorfix.adaptive_color_fix`).
+        detail_fix_radius: window radius of the detail fix against the LQ image (see
+            :mod:`unildiff.detailfix`); 0 = off.
+        detail_fix_eps: regulariser of the detail fix.
     """
 
     scheduler: str = "euler"
@@ -78,6 +85,10 @@ class SamplingConfig:
     tile_overlap: int = 32
     auto_tile: int = 1024
     color_fix: str = "none"
+    color_fix_levels: int = 5
+    color_fix_tolerance: float = 0.25
+    detail_fix_radius: int = 0
+    detail_fix_eps: float = 1.0e-4
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -106,12 +117,39 @@ class SamplingConfig:
             raise ConfigError(
                 f"unknown sampling.color_fix {self.color_fix!r} (valid: {', '.join(COLOR_FIXES)})"
             )
+        if self.color_fix_levels < 1:
+            raise ConfigError(f"sampling.color_fix_levels must be ≥ 1, got {self.color_fix_levels}")
+        if self.color_fix_tolerance <= 0:
+            raise ConfigError(f"sampling.color_fix_tolerance must be > 0, got {self.color_fix_tolerance}")
+        if self.detail_fix_radius < 0:
+            raise ConfigError(f"sampling.detail_fix_radius must be ≥ 0, got {self.detail_fix_radius}")
+        if self.detail_fix_eps <= 0:
+            raise ConfigError(f"sampling.detail_fix_eps must be > 0, got {self.detail_fix_eps}")
 
     @property
     def tile_side(self) -> int:
         """The tile side in pixels: ``tile``, else ``auto_tile``; 0 = never tiled. An image that fits
         one tile is not tiled (:func:`~unildiff.tiling.tile_grid` gives a single tile)."""
         return self.tile or self.auto_tile
+
+
+def fix_against_lq(image: torch.Tensor, lq: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
+    """Step 7's fixes of a decoded image against its LQ input: the colour fix, then the detail fix.
+
+    Args:
+        image: the decoded image, [-1, 1] (clamped here), (B, 3, H, W).
+        lq: the LQ image, [-1, 1], (B, 3, H, W), the same size.
+        config: ``color_fix*`` and ``detail_fix*`` are read.
+
+    Returns:
+        [-1, 1], (B, 3, H, W).
+    """
+    image = apply_color_fix(
+        config.color_fix, image.clamp(-1.0, 1.0), lq, config.color_fix_levels, config.color_fix_tolerance
+    )
+    if config.detail_fix_radius:
+        image = guided_detail_fix(image, lq, config.detail_fix_radius, config.detail_fix_eps)
+    return image
 
 
 def make_scheduler(name: str, scheduler_config):
@@ -365,9 +403,8 @@ class RestorationPipeline:
             image = self.graphs.decode(latents, skips)
             tracker.advance("decoded")
 
-        # 7. Colour fix against the LQ image and crop back to the input size
-        image = apply_color_fix(config.color_fix, image.clamp(-1.0, 1.0), lq_padded)
-        return crop(image, padding)
+        # 7. Colour and detail fixes against the LQ image, and crop back to the input size
+        return crop(fix_against_lq(image, lq_padded, config), padding)
 
     def _decode_tiled(
         self,

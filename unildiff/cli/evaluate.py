@@ -34,6 +34,7 @@ def register(app: typer.Typer) -> None:
         metric: Annotated[list[str] | None, typer.Option(help="Metric (repeatable); default: all.")] = None,
         y_channel: Annotated[bool, typer.Option(help="PSNR/SSIM on the Y channel.")] = False,
         max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
+        split: Annotated[str, typer.Option(help="test (the reports) | val (tuning).")] = "test",
         steps: Annotated[int | None, typer.Option(help=f"Denoising steps ({RECORDED}).")] = None,
         cfg: Annotated[
             float | None, typer.Option(help=f"Classifier-free guidance scale ({RECORDED}).")
@@ -46,7 +47,7 @@ def register(app: typer.Typer) -> None:
         stage1: Stage1Option = paths.STAGE1B,
         stage2: Stage2Option = paths.STAGE2,
     ) -> None:
-        """Score the model, the degraded input and the ablations on the test split; write reports/."""
+        """Score the model, the degraded input and the ablations on a split (test); write reports/."""
         with reported_errors():
             from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
             from unildiff.evaluation.reports import write_reports
@@ -54,7 +55,10 @@ def register(app: typer.Typer) -> None:
             from unildiff.restore import describe_sampling, effective_sampling, read_sampling_record
 
             config = EvaluateConfig(
-                max_images=max_images, y_channel=y_channel, **({"metrics": tuple(metric)} if metric else {})
+                max_images=max_images,
+                y_channel=y_channel,
+                split=split,
+                **({"metrics": tuple(metric)} if metric else {}),
             )
             require_trained_model(prior, stage1, stage2)  # the most upstream missing artifact first
             flags = {"steps": steps, "cfg": cfg, "seed": seed}

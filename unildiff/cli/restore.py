@@ -87,7 +87,13 @@ def register(app: typer.Typer) -> None:
             float | None,
             typer.Option(help=f"Noise scale at an LQ start: 1 = SDEdit, 0 = the LQ latent ({RECORDED})."),
         ] = None,
-        color_fix: Annotated[str | None, typer.Option(help=f"none | wavelet | adain ({RECORDED}).")] = None,
+        color_fix: Annotated[
+            str | None, typer.Option(help=f"none | wavelet | adain | adaptive ({RECORDED}).")
+        ] = None,
+        detail_fix_radius: Annotated[
+            int | None,
+            typer.Option(help=f"Guided refinement against the LQ, window radius; 0 = off ({RECORDED})."),
+        ] = None,
         sampling_record: Annotated[
             Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
         ] = paths.SAMPLING_RECORD,
@@ -143,6 +149,7 @@ def register(app: typer.Typer) -> None:
                 "tile_overlap": tile_overlap,
                 "auto_tile": auto_tile,
                 "color_fix": color_fix,
+                "detail_fix_radius": detail_fix_radius,
             }
             plan_jobs(inputs, output)  # refuse bad outputs before loading any weights
             if backend == "torch":  # name the most upstream missing artifact first: weights, then the record

@@ -1,6 +1,7 @@
 """Evaluate a trained UniLDiff model on a split: the degraded input, the full model and inference-time
 rows beside it: without the task prompt, the plain VAE decoder instead of DAEM, no diffusion (the DAEM
-decoder on the LQ latent) and the ceiling (the DAEM decoder on the clean latent).
+decoder on the LQ latent, then the same colour and detail fixes as the full model) and the ceiling (the
+DAEM decoder on the clean latent, no fixes: it measures the VAE and the decoder alone).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from unildiff.data.imageio import tensor_to_image
 from unildiff.errors import ConfigError
 from unildiff.evaluation.metrics import MetricSuite, check_metric_names
 from unildiff.evaluation.reports import EvaluationResult, GridRow, ImageRecord
-from unildiff.pipeline import RestorationPipeline, SamplingConfig
+from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_lq
 
 ABLATIONS = ("no_prompt", "plain_decoder", "no_diffusion", "ceiling")
 """Inference-time rows ``evaluate.ablations`` may name (docs/evaluation.md)."""
@@ -151,7 +152,9 @@ def evaluate_model(
                 plain_restored = plain(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
                 record.scores["plain_decoder"] = suite.score(plain_restored, gt)
             if "no_diffusion" in config.ablations:
-                record.scores["no_diffusion"] = suite.score(decode_without_diffusion(full.graphs, lq), gt)
+                # the same step-7 fixes as the full model, so the row isolates the denoising
+                no_diffusion = fix_against_lq(decode_without_diffusion(full.graphs, lq), lq, sampling)
+                record.scores["no_diffusion"] = suite.score(no_diffusion, gt)
             if "ceiling" in config.ablations:
                 record.scores["ceiling"] = suite.score(decode_without_diffusion(full.graphs, lq, gt), gt)
 
