@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unildiff.colorfix import adaptive_color_fix, wavelet_color_fix, wavelet_decomposition
+from unildiff.colorfix import adaptive_color_fix, wavelet_color_fix
 from unildiff.detailfix import box_mean, guided_detail_fix
 from unildiff.errors import ConfigError
 from unildiff.pipeline import SamplingConfig, fix_against_lq

@@ -1,0 +1,95 @@
+"""Sweep of step 7's fixes against the LQ on the validation split (docs/evaluation.md "Fixes against the LQ").
+
+Each model (a folder with ``models/prior``, ``models/stage1b``, ``models/stage2``, one per training seed)
+restores the split once with both fixes off; every grid setting is then applied to those restorations
+with the pipeline's own :func:`~unildiff.pipeline.fix_against_lq` and scored with the evaluate stage's
+``MetricSuite``. Prints one line per setting: the (task, metric) pairs whose seed mean beats the input,
+the average PSNR/SSIM and the per-task PSNR/SSIM.
+
+    python scripts/fix_sweep.py . /path/to/seed1 /path/to/seed2 --split val
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unildiff.data.dataset import PairedImageDataset
+from unildiff.evaluation.metrics import MetricSuite
+from unildiff.models.bundle import load_trained_model
+from unildiff.params import load_section
+from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_lq
+
+
+def raw_restorations(root: Path, dataset, sampling: SamplingConfig) -> list[torch.Tensor]:
+    """The model under ``root`` restoring every pair with both fixes off, [-1, 1], (1, 3, H, W) each."""
+    model = load_trained_model(root / "models/prior", root / "models/stage1b", root / "models/stage2")
+    raw = dataclasses.replace(sampling, color_fix="none", detail_fix_radius=0)
+    pipeline = RestorationPipeline.from_model(model, raw, device="cpu")
+    pipeline.show_progress = False
+    outputs = []
+    for index in range(len(dataset)):
+        item = dataset[index]
+        generator = torch.Generator().manual_seed(raw.seed)
+        outputs.append(pipeline(item["lq"].unsqueeze(0), item["prompt"], generator))
+    return outputs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", type=Path, help="folders holding models/ (one per seed)")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    sampling = load_section("sampling", SamplingConfig)
+    dataset = PairedImageDataset(args.prepared, args.split, crop_size=None)
+    items = [dataset[index] for index in range(len(dataset))]
+    suite = MetricSuite(("psnr", "ssim"))
+    restorations = [raw_restorations(root, dataset, sampling) for root in args.models]
+
+    def table(config: SamplingConfig | None) -> dict[str, np.ndarray]:
+        scores: dict[str, list] = {}
+        for item_index, item in enumerate(items):
+            lq, gt = item["lq"].unsqueeze(0), item["gt"].unsqueeze(0)
+            images = (
+                [lq]
+                if config is None
+                else [fix_against_lq(run[item_index], lq, config) for run in restorations]
+            )
+            for image in images:
+                score = suite.score(image, gt)
+                scores.setdefault(item["task"], []).append((score["psnr"], score["ssim"]))
+        return {task: np.array(values) for task, values in scores.items()}
+
+    reference = {task: values.mean(axis=0) for task, values in table(None).items()}
+    grid = [("none", 5, 0.25, 0)]
+    grid += list(itertools.product(["adaptive"], [2, 3, 4], [0.2, 0.25, 0.3], [0, 1, 2]))
+    for color_fix, levels, tolerance, radius in grid:
+        config = dataclasses.replace(
+            sampling,
+            color_fix=color_fix,
+            color_fix_levels=levels,
+            color_fix_tolerance=tolerance,
+            detail_fix_radius=radius,
+        )
+        scores = table(config)
+        means = {task: values.mean(axis=0) for task, values in scores.items()}
+        passes = sum(int(means[task][k] > reference[task][k]) for task in means for k in (0, 1))
+        every = np.concatenate(list(scores.values()))
+        cells = " ".join(f"{task} {m[0]:.2f}/{m[1]:.3f}" for task, m in sorted(means.items()))
+        print(
+            f"{color_fix} levels={levels} tolerance={tolerance} radius={radius}: passes {passes}/"
+            f"{2 * len(means)}, avg {every[:, 0].mean():.2f}/{every[:, 1].mean():.3f} | {cells}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
