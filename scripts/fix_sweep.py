@@ -29,7 +29,7 @@ from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_l
 def raw_restorations(root: Path, dataset, sampling: SamplingConfig) -> list[torch.Tensor]:
     """The model under ``root`` restoring every pair with both fixes off, [-1, 1], (1, 3, H, W) each."""
     model = load_trained_model(root / "models/prior", root / "models/stage1b", root / "models/stage2")
-    raw = dataclasses.replace(sampling, color_fix="none", detail_fix_radius=0)
+    raw = dataclasses.replace(sampling, color_fix="none", detail_fix_radius=0, detail_fix_wide_radius=0)
     pipeline = RestorationPipeline.from_model(model, raw, device="cpu")
     pipeline.show_progress = False
     outputs = []
@@ -69,15 +69,19 @@ def main() -> None:
         return {task: np.array(values) for task, values in scores.items()}
 
     reference = {task: values.mean(axis=0) for task, values in table(None).items()}
-    grid = [("none", 5, 0.25, 0)]
-    grid += list(itertools.product(["adaptive"], [2, 3, 4], [0.2, 0.25, 0.3], [0, 1, 2]))
-    for color_fix, levels, tolerance, radius in grid:
+    # rounds 1-2: colour fix and detail radius (no wide radius); round 3: the wide radius on top of params
+    grid = [("none", 5, 0.25, 0, 0)]
+    grid += list(itertools.product(["adaptive"], [2, 3, 4], [0.2, 0.25, 0.3], [0, 1, 2], [0]))
+    adopted = (sampling.color_fix, sampling.color_fix_levels, sampling.color_fix_tolerance)
+    grid += [(*adopted, sampling.detail_fix_radius, wide) for wide in (2, 4, 8, 16, 32)]
+    for color_fix, levels, tolerance, radius, wide_radius in grid:
         config = dataclasses.replace(
             sampling,
             color_fix=color_fix,
             color_fix_levels=levels,
             color_fix_tolerance=tolerance,
             detail_fix_radius=radius,
+            detail_fix_wide_radius=wide_radius,
         )
         scores = table(config)
         means = {task: values.mean(axis=0) for task, values in scores.items()}
@@ -85,7 +89,8 @@ def main() -> None:
         every = np.concatenate(list(scores.values()))
         cells = " ".join(f"{task} {m[0]:.2f}/{m[1]:.3f}" for task, m in sorted(means.items()))
         print(
-            f"{color_fix} levels={levels} tolerance={tolerance} radius={radius}: passes {passes}/"
+            f"{color_fix} levels={levels} tolerance={tolerance} radius={radius} wide={wide_radius}: "
+            f"passes {passes}/"
             f"{2 * len(means)}, avg {every[:, 0].mean():.2f}/{every[:, 1].mean():.3f} | {cells}",
             flush=True,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -88,6 +90,23 @@ def test_fix_against_lq_is_a_clamp_when_both_fixes_are_off():
     assert torch.equal(fix_against_lq(restored, lq, on), expected)
 
 
+def test_wide_radius_only_where_the_model_moved_the_colours():
+    gt = _scene()
+    hazy = 0.3 * gt + 0.6  # the model moved the low frequencies on purpose: the wide radius applies
+    noisy = gt + 0.1 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(4))
+    restored = gt + 0.02
+    narrow = SamplingConfig(color_fix="adaptive", color_fix_levels=3, detail_fix_radius=1)
+    wide = dataclasses.replace(narrow, detail_fix_wide_radius=8)
+    for lq, expected_radius in ((hazy, 8), (noisy, 1)):
+        colour = adaptive_color_fix(restored, lq, 0.25, 3)
+        expected = guided_detail_fix(colour, lq, expected_radius, 1e-4)
+        assert torch.equal(fix_against_lq(restored, lq, wide), expected)
+    # per image in a batch
+    batch = fix_against_lq(torch.cat([restored, restored]), torch.cat([hazy, noisy]), wide)
+    assert torch.equal(batch[:1], fix_against_lq(restored, hazy, wide))
+    assert torch.allclose(batch[1:], fix_against_lq(restored, noisy, narrow), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -96,6 +115,7 @@ def test_fix_against_lq_is_a_clamp_when_both_fixes_are_off():
         ("color_fix_tolerance", 0.0),
         ("detail_fix_radius", -1),
         ("detail_fix_eps", 0.0),
+        ("detail_fix_wide_radius", -1),
     ],
 )
 def test_bad_fix_settings_name_the_param(field: str, value):

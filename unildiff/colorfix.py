@@ -100,9 +100,27 @@ def adaptive_color_fix(
     """
     restored_high, restored_low = wavelet_decomposition(restored, levels)
     _, lq_low = wavelet_decomposition(lq, levels)
-    change = (restored_low - lq_low).abs().mean(dim=(1, 2, 3), keepdim=True)
-    weight = torch.exp(-((change / tolerance) ** 2))
+    weight = _lq_colour_weight(restored_low, lq_low, tolerance)
     return (restored_high + weight * lq_low + (1.0 - weight) * restored_low).clamp(-1.0, 1.0)
+
+
+def _lq_colour_weight(restored_low: torch.Tensor, lq_low: torch.Tensor, tolerance: float) -> torch.Tensor:
+    """``exp(−(d / tolerance)²)``, ``d`` the mean |restored_low − lq_low| of each image, (B, 1, 1, 1)."""
+    change = (restored_low - lq_low).abs().mean(dim=(1, 2, 3), keepdim=True)
+    return torch.exp(-((change / tolerance) ** 2))
+
+
+def lq_colour_weight(
+    restored: torch.Tensor, lq: torch.Tensor, tolerance: float, levels: int = 5
+) -> torch.Tensor:
+    """The weight :func:`adaptive_color_fix` gives the LQ's low frequencies, per image, (B, 1, 1, 1).
+
+    Near 1: the restoration left the low frequencies where the LQ has them (noise, rain); near 0: it
+    moved them on purpose (haze, low light). Images [-1, 1], (B, 3, H, W).
+    """
+    _, restored_low = wavelet_decomposition(restored, levels)
+    _, lq_low = wavelet_decomposition(lq, levels)
+    return _lq_colour_weight(restored_low, lq_low, tolerance)
 
 
 def apply_color_fix(

@@ -21,7 +21,7 @@ from diffusers import (
 from rich.progress import Progress
 
 from unildiff.backends import Backend, RestorationGraphs, open_backend
-from unildiff.colorfix import COLOR_FIXES, apply_color_fix
+from unildiff.colorfix import COLOR_FIXES, apply_color_fix, lq_colour_weight
 from unildiff.detailfix import guided_detail_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
@@ -72,6 +72,10 @@ class SamplingConfig:
         detail_fix_radius: window radius of the detail fix against the LQ image (see
             :mod:`unildiff.detailfix`); 0 = off.
         detail_fix_eps: regulariser of the detail fix.
+        detail_fix_wide_radius: the detail fix's radius on images whose low frequencies the model moved
+            on purpose (:func:`~unildiff.colorfix.lq_colour_weight` < 0.5: haze, low light), where the LQ
+            is an affine function of the clean image over wide windows; 0 = ``detail_fix_radius``
+            everywhere.
     """
 
     scheduler: str = "euler"
@@ -89,6 +93,7 @@ class SamplingConfig:
     color_fix_tolerance: float = 0.25
     detail_fix_radius: int = 0
     detail_fix_eps: float = 1.0e-4
+    detail_fix_wide_radius: int = 0
 
     def __post_init__(self) -> None:
         if self.scheduler not in SCHEDULERS:
@@ -123,6 +128,10 @@ class SamplingConfig:
             raise ConfigError(f"sampling.color_fix_tolerance must be > 0, got {self.color_fix_tolerance}")
         if self.detail_fix_radius < 0:
             raise ConfigError(f"sampling.detail_fix_radius must be ≥ 0, got {self.detail_fix_radius}")
+        if self.detail_fix_wide_radius < 0:
+            raise ConfigError(
+                f"sampling.detail_fix_wide_radius must be ≥ 0, got {self.detail_fix_wide_radius}"
+            )
         if self.detail_fix_eps <= 0:
             raise ConfigError(f"sampling.detail_fix_eps must be > 0, got {self.detail_fix_eps}")
 
@@ -144,12 +153,21 @@ def fix_against_lq(image: torch.Tensor, lq: torch.Tensor, config: SamplingConfig
     Returns:
         [-1, 1], (B, 3, H, W).
     """
+    decoded = image.clamp(-1.0, 1.0)
     image = apply_color_fix(
-        config.color_fix, image.clamp(-1.0, 1.0), lq, config.color_fix_levels, config.color_fix_tolerance
+        config.color_fix, decoded, lq, config.color_fix_levels, config.color_fix_tolerance
     )
-    if config.detail_fix_radius:
-        image = guided_detail_fix(image, lq, config.detail_fix_radius, config.detail_fix_eps)
-    return image
+    if not config.detail_fix_radius:
+        return image
+    fixed = guided_detail_fix(image, lq, config.detail_fix_radius, config.detail_fix_eps)
+    if not config.detail_fix_wide_radius:
+        return fixed
+    # the weight of the decoded image's own low frequencies against the LQ's, as the colour fix sees them
+    moved = lq_colour_weight(decoded, lq, config.color_fix_tolerance, config.color_fix_levels) < 0.5
+    if not moved.any():  # the wide box filters cost O(radius²) a pixel: skip them when unused
+        return fixed
+    wide = guided_detail_fix(image, lq, config.detail_fix_wide_radius, config.detail_fix_eps)
+    return torch.where(moved, wide, fixed)
 
 
 def make_scheduler(name: str, scheduler_config):
