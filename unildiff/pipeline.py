@@ -21,7 +21,12 @@ from diffusers import (
 from rich.progress import Progress
 
 from unildiff.backends import Backend, RestorationGraphs, open_backend
-from unildiff.colorfix import COLOR_FIXES, apply_color_fix, lq_colour_weight
+from unildiff.colorfix import (
+    COLOR_FIXES,
+    adaptive_color_fix_with_weight,
+    apply_color_fix,
+    lq_colour_weight,
+)
 from unildiff.detailfix import guided_detail_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
@@ -154,16 +159,20 @@ def fix_against_lq(image: torch.Tensor, lq: torch.Tensor, config: SamplingConfig
         [-1, 1], (B, 3, H, W).
     """
     decoded = image.clamp(-1.0, 1.0)
-    image = apply_color_fix(
-        config.color_fix, decoded, lq, config.color_fix_levels, config.color_fix_tolerance
-    )
+    levels, tolerance = config.color_fix_levels, config.color_fix_tolerance
+    weight = None  # the LQ's weight in the adaptive colour fix, (B, 1, 1, 1)
+    if config.color_fix == "adaptive":
+        image, weight = adaptive_color_fix_with_weight(decoded, lq, tolerance, levels)
+    else:
+        image = apply_color_fix(config.color_fix, decoded, lq, levels, tolerance)
     if not config.detail_fix_radius:
         return image
     fixed = guided_detail_fix(image, lq, config.detail_fix_radius, config.detail_fix_eps)
     if not config.detail_fix_wide_radius:
         return fixed
-    # the weight of the decoded image's own low frequencies against the LQ's, as the colour fix sees them
-    moved = lq_colour_weight(decoded, lq, config.color_fix_tolerance, config.color_fix_levels) < 0.5
+    if weight is None:  # other colour fixes: the weight the adaptive fix would have given the LQ
+        weight = lq_colour_weight(decoded, lq, tolerance, levels)
+    moved = weight < 0.5
     if not moved.any():  # the wide box filters cost O(radius²) a pixel: skip them when unused
         return fixed
     wide = guided_detail_fix(image, lq, config.detail_fix_wide_radius, config.detail_fix_eps)
