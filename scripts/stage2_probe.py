@@ -146,6 +146,8 @@ def main() -> None:
     parser.add_argument("--decoded-image-block", action="store_true", help="add DecodedImageDAEM")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.every < 1:
+        parser.error(f"--every must be at least 1, got {args.every}")
     torch.set_num_threads(args.threads)
 
     params = read_params()
