@@ -46,7 +46,8 @@ class DecodedImageDAEM(torch.nn.Module):
     A 3×3 convolution lifts the decoded image to ``width`` channels, one :class:`DAEMBlock` fuses it with
     the full-resolution LQ skip, and a zero-initialised 3×3 convolution adds the result to the decoded
     image, so at initialisation the output is the wrapped decoder's. All three sit in ``daem_blocks``,
-    so ``stage2_param_groups`` trains them at the DAEM rate.
+    so ``stage2_param_groups`` trains them at the DAEM rate. Its router adds nothing to L_aux (the
+    probe passes on only the wrapped decoder's), so its experts train without load balancing.
 
     Args:
         decoder: The wrapped ``DAEMDecoder``.
