@@ -37,13 +37,6 @@ def _fraction(section: str, name: str, value: float) -> None:
         raise ConfigError(f"{section}.{name} must be in [0, 1], got {value!r}")
 
 
-def _lq_start(section: str, probability: float, timestep: int, noise: float) -> None:
-    _fraction(section, "lq_start_probability", probability)
-    _fraction(section, "lq_start_noise", noise)
-    if isinstance(timestep, bool) or not isinstance(timestep, int) or timestep < 0:
-        raise ConfigError(f"{section}.lq_start_timestep must be an integer >= 0, got {timestep!r}")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings every training stage shares (params section ``train``).
@@ -223,28 +216,20 @@ class Stage1aConfig:
         lr: AdamW learning rate of DAFF.
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
-        lq_start_probability: Fraction of each batch that starts from the LQ latent noised to
-            ``lq_start_timestep`` instead of the gt latent noised to a random t (``tiny`` only; paper: 0).
-            The sampler takes that start with ``sampling.start: lq`` (docs/training.md).
-        lq_start_timestep: Timestep of an LQ start (trailing sampling with ``steps`` N and ``strength``
-            1/N starts at 1000/N − 1).
-        lq_start_noise: Scale of the noise added to the LQ latent at an LQ start (``sampling.start_noise``):
-            1 noises it to the timestep (SDEdit), 0 feeds the scaled LQ latent itself (OSEDiff).
+
+    Where the noisy latents start (the LQ start) is the ``start`` section, shared with stage 1b, stage 2
+    and sampling (:class:`~unildiff.start.StartConfig`).
     """
 
     steps: int = 6000
     lr: float = 5e-5
     batch_size: int = 64
     weight_decay: float = 1e-2
-    lq_start_probability: float = 0.0
-    lq_start_timestep: int = 0
-    lq_start_noise: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "lr", "batch_size"):
             _positive("stage1a", name, getattr(self, name))
         _non_negative("stage1a", "weight_decay", self.weight_decay)
-        _lq_start("stage1a", self.lq_start_probability, self.lq_start_timestep, self.lq_start_noise)
 
 
 @dataclass(frozen=True)
@@ -258,8 +243,8 @@ class Stage1bConfig:
         warmup_steps: Linear warm-up before the cosine decay.
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
-        lq_start_probability, lq_start_timestep, lq_start_noise: The LQ start, as in
-            :class:`Stage1aConfig` (stage 2 restores its inputs from the same start).
+
+    The LQ start is the ``start`` section, as for :class:`Stage1aConfig`.
     """
 
     steps: int = 40000
@@ -268,9 +253,6 @@ class Stage1bConfig:
     warmup_steps: int = 0
     batch_size: int = 64
     weight_decay: float = 1e-2
-    lq_start_probability: float = 0.0
-    lq_start_timestep: int = 0
-    lq_start_noise: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "lr_lq_encoder", "lr_denoiser", "batch_size"):
@@ -279,7 +261,6 @@ class Stage1bConfig:
         _non_negative("stage1b", "weight_decay", self.weight_decay)
         if self.warmup_steps >= self.steps:
             raise ConfigError(f"stage1b.warmup_steps must be < stage1b.steps, got {self.warmup_steps!r}")
-        _lq_start("stage1b", self.lq_start_probability, self.lq_start_timestep, self.lq_start_noise)
 
 
 @dataclass(frozen=True)
