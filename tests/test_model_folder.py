@@ -40,7 +40,7 @@ def test_folder_layout_is_diffusers_with_safetensors_only(tiny_model_folder):
         name for name in index if not name.startswith("_") and isinstance(index[name], list)
     ) == sorted(COMPONENTS)
     assert index["start"] == {"mode": "lq", "timestep": 49, "noise": 0.0, "training_fraction": 1.0}
-    assert index["tasks"] == TASKS and index["sampling"]["cfg"] == 1.0
+    assert index["tasks"] == [list(item) for item in TASKS.items()] and index["sampling"]["cfg"] == 1.0
     weights = [path.suffix for path in tiny_model_folder.rglob("*") if path.suffix in (".bin", ".pt", ".pth")]
     assert not weights  # safetensors only, nothing to unpickle
     for name in ("unet", "vae", "lq_encoder", "daff", "decoder"):

@@ -157,7 +157,7 @@ def render_model_card(
     if "tasks" not in model_index:
         raise DataError("model_index.json has no tasks (run `dvc repro package`)")
     names = [name for name in CARD_METRICS if _value(metrics, "restored", "avg", name) is not None]
-    tasks = "\n".join(f"| `{name}` | {prompt} |" for name, prompt in model_index["tasks"].items())
+    tasks = "\n".join(f"| `{name}` | {prompt} |" for name, prompt in dict(model_index["tasks"]).items())
     start = model_index["start"]
     sampling = ", ".join(f"{key} {value}" for key, value in model_index["sampling"].items())
     skipped = metrics.get("skipped", {})

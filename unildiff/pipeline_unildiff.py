@@ -16,6 +16,7 @@ components and the recorded settings, and refuses a request the model was not tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -68,7 +69,8 @@ class UniLDiffPipeline(DiffusionPipeline):
         decoder: see ``lq_encoder``.
         sampling: the recorded :class:`~unildiff.pipeline.SamplingConfig` fields.
         start: the recorded :class:`~unildiff.start.StartConfig` fields (where the model learned to start).
-        tasks: task name → task prompt, for every task the model was trained on.
+        tasks: task name → task prompt, for every task the model was trained on, in the setting's
+            order (stored as ``[name, prompt]`` pairs: ``model_index.json`` sorts mapping keys).
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->lq_encoder->unet->decoder"
@@ -87,7 +89,7 @@ class UniLDiffPipeline(DiffusionPipeline):
         decoder,
         sampling: dict | None = None,
         start: dict | None = None,
-        tasks: dict | None = None,
+        tasks: dict | list | None = None,
     ):
         super().__init__()
         for name, value in (("sampling", sampling), ("start", start), ("tasks", tasks)):
@@ -110,7 +112,7 @@ class UniLDiffPipeline(DiffusionPipeline):
         self.register_to_config(
             sampling=dataclasses.asdict(recorded_sampling),
             start=dataclasses.asdict(recorded_start),
-            tasks={str(name): str(prompt) for name, prompt in dict(tasks).items()},
+            tasks=[[str(name), str(prompt)] for name, prompt in dict(tasks).items()],
         )
         self._model = None
 
@@ -122,18 +124,25 @@ class UniLDiffPipeline(DiffusionPipeline):
         ``use_safetensors``, …). Modules are in eval mode.
         """
         path = Path(pretrained_model_name_or_path)
-        if path.exists() or os.sep in str(pretrained_model_name_or_path).rstrip(os.sep):
-            if not (path / "model_index.json").is_file():
+        if path.exists() and not (path / "model_index.json").is_file():
+            raise MissingArtifactError(
+                f"{path} is not a UniLDiff model folder (no model_index.json; "
+                f"run `dvc repro {PACKAGE_STAGE}`)"
+            )
+        if not path.exists():
+            if not _looks_like_hub_id(str(pretrained_model_name_or_path)):
+                raise MissingArtifactError(f"{path} is missing (run `dvc repro {PACKAGE_STAGE}`)")
+            try:  # a hub id (owner/name), where the network allows
+                with _quiet_loading():
+                    return _eval(super().from_pretrained(str(pretrained_model_name_or_path), **kwargs))
+            except Exception as error:  # noqa: BLE001 - any hub failure means: no such model here
                 raise MissingArtifactError(
-                    f"{path} is not a UniLDiff model folder (no model_index.json; "
-                    f"run `dvc repro {PACKAGE_STAGE}`)"
-                )
+                    f"{path} is missing (run `dvc repro {PACKAGE_STAGE}`) and could not be loaded "
+                    f"as a hub id: {type(error).__name__}"
+                ) from None
         kwargs.setdefault("use_safetensors", True)
-        pipeline = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        for module in pipeline.components.values():
-            if isinstance(module, torch.nn.Module):
-                module.eval()
-        return pipeline
+        with _quiet_loading():
+            return _eval(super().from_pretrained(str(path), **kwargs))
 
     # ---- the recorded settings ----
 
@@ -274,6 +283,38 @@ class UniLDiffPipeline(DiffusionPipeline):
             generator = torch.Generator().manual_seed(sampler.config.seed)
         restored = sampler(lq, prompt, generator, progress=progress, callback=callback)
         return UniLDiffPipelineOutput(images=[_convert(restored, output_type)])
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """``owner/name`` whose first part is no local folder (``models/unildiff`` in a clone is local)."""
+    parts = name.split("/")
+    return len(parts) == 2 and all(parts) and not Path(parts[0]).exists() and not name.startswith(".")
+
+
+def _eval(pipeline: UniLDiffPipeline) -> UniLDiffPipeline:
+    for module in pipeline.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
+    return pipeline
+
+
+@contextlib.contextmanager
+def _quiet_loading():
+    """No per-component progress bars from diffusers and transformers while a small folder loads."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    states = [
+        (module, module.is_progress_bar_enabled()) for module in (diffusers_logging, transformers_logging)
+    ]
+    for module, _ in states:
+        module.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for module, enabled in states:
+            if enabled:
+                module.enable_progress_bar()
 
 
 class _PromptEncoder:
