@@ -24,6 +24,7 @@ from unildiff.evaluation.evaluate import EvaluateConfig
 from unildiff.models.config import DAFFConfig, PriorConfig
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
+from unildiff.start import StartConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, Stage2Config, TrainConfig
 
 SDXL_PATH = "/models/stable-diffusion-xl-base-1.0"
@@ -95,7 +96,7 @@ def _resolve(tmp_path: Path) -> dict:
         "stage 2 global batch": global_batch(stage2),
         "sampler": sampling.scheduler,
         "sampling steps": sampling.steps,
-        "sampling start": sampling.start,
+        "sampling start": load_section("start", StartConfig, params).mode,
         "cfg": sampling.cfg,
         "fixes against the LQ (colour, detail radius)": (sampling.color_fix, sampling.detail_fix_radius),
         "prompt drop": train.prompt_dropout,
