@@ -10,17 +10,14 @@ from stages import run_stage
 from unildiff import paths
 from unildiff.bench.config import BenchConfig
 from unildiff.bench.isolated import run_bench_isolated
-from unildiff.bench.run import PhotoBench, write_bench
+from unildiff.bench.run import photo_bench, write_bench
 from unildiff.params import load_section
 
 
 def main() -> None:
     config = load_section("bench", BenchConfig)
-    photo = None
-    if config.photo_width:
-        photo = PhotoBench(config.photo_width, config.photo_height, config.photo_repeats)
     report = run_bench_isolated(
-        paths.MODEL, config, onnx_dir=paths.ONNX, engine_dir=paths.ENGINES, photo=photo
+        paths.MODEL, config, onnx_dir=paths.ONNX, engine_dir=paths.ENGINES, photo=photo_bench(config)
     )
     write_bench(report, paths.BENCH_REPORT)
 

@@ -76,6 +76,13 @@ class PhotoBench:
         return f"{self.width}x{self.height}"
 
 
+def photo_bench(config: BenchConfig) -> PhotoBench | None:
+    """The photo row ``config`` asks for (``bench.photo_*``), or ``None`` when ``photo_width`` is 0."""
+    if not config.photo_width:
+        return None
+    return PhotoBench(config.photo_width, config.photo_height, config.photo_repeats)
+
+
 def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):
     """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``.
 

@@ -93,12 +93,11 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 1,
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (torch backend, CUDA).")] = "fp32",
-    photo: Annotated[
-        str,
-        typer.Option(
-            help="Photo row WIDTHxHEIGHT restored with the model's settings, e.g. 1155x866; '' = none."
-        ),
-    ] = "",
+    photo_width: Annotated[
+        int, typer.Option(help="Photo row: one restoration with the model's settings, in s/MP; 0 = no row.")
+    ] = 0,
+    photo_height: Annotated[int, typer.Option(help="Height of the photo row.")] = 866,
+    photo_repeats: Annotated[int, typer.Option(help="Timed restorations of the photo (median).")] = 1,
     intra_op_threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = default).")] = 0,
     ort_optimization: Annotated[str, typer.Option(help="disable | basic | extended | all.")] = "all",
     sdxl_size: Annotated[
@@ -122,8 +121,7 @@ def bench(
         import dataclasses
 
         from unildiff.bench.config import BenchConfig
-        from unildiff.bench.run import PhotoBench, run_bench, write_bench
-        from unildiff.errors import ConfigError
+        from unildiff.bench.run import photo_bench, run_bench, write_bench
         from unildiff.export.config import OnnxRuntimeConfig
 
         config = BenchConfig(
@@ -136,13 +134,11 @@ def bench(
             device=device,
             dtype=dtype,
             onnxruntime=OnnxRuntimeConfig(intra_op_threads=intra_op_threads, optimization=ort_optimization),
+            photo_width=photo_width,
+            photo_height=photo_height,
+            photo_repeats=photo_repeats,
         )
-        photo_row = None
-        if photo:
-            width, _, height = photo.partition("x")
-            if not (width.isdigit() and height.isdigit()):
-                raise ConfigError(f"--photo must be WIDTHxHEIGHT, e.g. 1155x866, got {photo!r}")
-            photo_row = PhotoBench(int(width), int(height))
+        photo_row = photo_bench(config)
         if sdxl_size:
             from unildiff.bench.sdxl_size import build_sdxl_size_model
             from unildiff.pipeline_unildiff import pipeline_from_model
