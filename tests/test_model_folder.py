@@ -48,6 +48,24 @@ def test_folder_layout_is_diffusers_with_safetensors_only(tiny_model_folder):
         assert list((tiny_model_folder / name).glob("*.safetensors"))
 
 
+def test_a_fresh_process_loads_the_folder(tiny_model_folder):
+    """diffusers imports no module for a component: the folder must load in a process that imported
+    nothing of UniLDiff but the pipeline class (as a stage or a user's script does)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from unildiff import UniLDiffPipeline; "
+        "pipe = UniLDiffPipeline.from_pretrained(sys.argv[1]); "
+        "print(type(pipe.daff).__name__, pipe.start.timestep)"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_model_folder)], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split()[-2:] == ["DAFF", "49"]
+
+
 def test_save_then_load_restores_bit_for_bit(loaded, tmp_path):
     lq = _lq()
     first = loaded(lq, "remove rain", output_type="pt").images[0]

@@ -30,7 +30,12 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
+# diffusers loads a component only from a module that is already imported (model_index.json names
+# "unildiff.models.daff" and so on): importing them here is what lets from_pretrained find them.
 from unildiff.errors import ConfigError, MissingArtifactError
+from unildiff.models.daff import DAFF
+from unildiff.models.decoder import DAEMDecoder
+from unildiff.models.lq_encoder import LQEncoder
 from unildiff.params import build
 from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
 from unildiff.start import StartConfig, check_start
@@ -74,6 +79,8 @@ class UniLDiffPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->text_encoder_2->lq_encoder->unet->decoder"
+    #: The UniLDiff component classes (imported above, so that diffusers can load them).
+    custom_components = (LQEncoder, DAFF, DAEMDecoder)
 
     def __init__(
         self,
