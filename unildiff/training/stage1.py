@@ -10,7 +10,7 @@ import torch
 
 from unildiff.errors import ConfigError
 from unildiff.training.batches import LatentBatches, PromptTable
-from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
+from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig, prompt_fingerprint
 from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
@@ -49,7 +49,7 @@ def _objective(
         lq_encoder,
         scheduler,
         table,
-        train_config.prompt_dropout,
+        train_config.restoration_prompt_dropout,
         train_config.crop_size,
         vae=prior.vae,
         lq_start_probability=config.lq_start_probability,
@@ -97,7 +97,12 @@ def train_stage1a(
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
-        fingerprint={"stage1a": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        fingerprint={
+            "stage1a": dataclasses.asdict(config),
+            "daff": _settings(daff),
+            "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
+        },
         weight_decay=config.weight_decay,
     )
     result = train(run, train_config, accelerator)
@@ -145,7 +150,12 @@ def train_stage1b(
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
-        fingerprint={"stage1b": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        fingerprint={
+            "stage1b": dataclasses.asdict(config),
+            "daff": _settings(daff),
+            "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
+        },
         lr_schedule="cosine",
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
