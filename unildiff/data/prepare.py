@@ -133,9 +133,15 @@ def prepare_dataset(
     Raises:
         ConfigError: unknown setting/task. DataError: unreadable, unmatched or missing inputs.
     """
-    setting = get_setting(config.setting, config.custom_prompt)
+    setting = get_setting(config.setting, config.custom_prompt, config.task)
     if config.setting == "custom" and config.source != "folder":
         raise DataError("data.setting=custom reads pairs from a folder: set data.source=folder and data.root")
+    real_only = [task.name for task in setting.train_tasks + setting.test_tasks if not task.synthetic]
+    if config.source == "builtin" and real_only:
+        raise DataError(
+            f"data.setting={config.setting}: task {real_only[0]} has real pairs only (no synthetic recipe); "
+            "set data.source=folder and data.root"
+        )
     pairs = builtin_pairs(config, setting) if config.source == "builtin" else folder_pairs(config, setting)
     console = console or Console(quiet=True)
     rows: list[ManifestRow] = []
