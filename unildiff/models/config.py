@@ -165,7 +165,10 @@ class DAEMConfig:
     Attributes:
         num_experts: E NAFBlock experts per DAEM block.
         top_k: Experts kept per router token (paper: 1); must be <= num_experts.
-        window: Router token size in output-image pixels; 0 routes the whole map (one choice per image).
+        window: Router window side in output-image pixels: the router decides per window (the paper's
+            "local degradation context"); a block at resolution H/2^j routes windows of window / 2^j of its
+            feature pixels, and each feature pixel alone where window < 2^j (``1``: per token in every
+            block). 0 routes the whole map (one choice per image).
         up_blocks: Indices of the VAE decoder up blocks that are followed by a DAEM block.
         num_heads: Heads of the shared transposed-attention branch S.
     """

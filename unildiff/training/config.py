@@ -151,12 +151,6 @@ class TrainConfig:
         """Prompt dropout of stages 1a and 1b: 1 without prompts, else ``prompt_dropout``."""
         return self.prompt_dropout if self.prompts else 1.0
 
-
-def prompt_fingerprint(config: TrainConfig) -> dict[str, Any]:
-    """The resume-fingerprint entry of ``train.prompts`` for the restoration stages: empty with prompts
-    on, so states saved before the switch existed still resume."""
-    return {} if config.prompts else {"prompts": False}
-
     def accumulation_steps(self, batch_size: int, processes: int) -> int:
         """Micro-batches per optimizer step for a stage of ``batch_size`` images per micro-batch and process.
 
@@ -172,6 +166,12 @@ def prompt_fingerprint(config: TrainConfig) -> dict[str, Any]:
                 f"{batch_size} x {processes} process(es)"
             )
         return self.global_batch_size // per_micro_step
+
+
+def prompt_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """The resume-fingerprint entry of ``train.prompts`` for the restoration stages: empty with prompts
+    on, so states saved before the switch existed still resume."""
+    return {} if config.prompts else {"prompts": False}
 
 
 @dataclass(frozen=True)
