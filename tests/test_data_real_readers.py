@@ -142,3 +142,20 @@ def test_prepare_single_builtin_makes_one_task(tmp_path):
     rows = prepare_dataset(config, tmp_path / "prepared")
     assert {row.task for row in rows} == {"denoise_25"}
     assert np.unique([row.split for row in rows]).tolist() == ["test", "train", "val"]
+
+
+def test_prepare_cli_single_task_and_its_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from unildiff.cli import app
+
+    root = _raindrop_tree(tmp_path / "raw")
+    output = tmp_path / "prepared"
+    command = ["prepare", "--setting", "single", "--source", "folder", "--root", str(root), "--output"]
+    result = CliRunner().invoke(app, [*command, str(output), "--task", "raindrop"])
+    assert result.exit_code == 0, result.output
+    assert {row.task for row in read_manifest(output)} == {"raindrop"}
+    result = CliRunner().invoke(app, [*command, str(tmp_path / "refused"), "--task", "desnow"])
+    assert result.exit_code != 0
+    assert "data.setting=single needs data.task, one of denoise_15" in result.output
+    assert not (tmp_path / "refused").exists()

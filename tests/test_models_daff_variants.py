@@ -156,3 +156,14 @@ def test_bad_variant_params_are_named():
     with pytest.raises(ConfigError, match=r"daff.num_single_blocks must be >= 1 with daff.variant=both"):
         DAFFConfig(num_single_blocks=0)
     assert DAFFConfig(variant="double", num_single_blocks=0).variant == "double"
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_parameter_of_a_variant_learns(variant):
+    """No built module is left out of the forward pass (stage 1a trains all of DAFF; DDP needs them used)."""
+    daff = _small_daff(variant=variant)
+    with torch.no_grad():
+        daff.proj_out.weight.normal_(std=0.1)
+    daff(*_inputs(torch.Generator().manual_seed(3))).square().sum().backward()
+    unused = [name for name, parameter in daff.named_parameters() if parameter.grad is None]
+    assert not unused, unused
