@@ -53,9 +53,7 @@ def read_raindrop(root: Path, source_root: Path | None = None) -> list[FolderPai
         matched = match_pairs(
             _require(split_dir, "data"), _require(split_dir, "gt"), _raindrop_lq_key, _raindrop_gt_key
         )
-        pairs += [
-            FolderPair(split, RAINDROP_TASK, lq, gt, _source_id(source_root, gt)) for lq, gt in matched
-        ]
+        pairs += [FolderPair(split, RAINDROP_TASK, lq, gt, _source_id(source_root, gt)) for lq, gt in matched]
     return pairs
 
 
