@@ -104,6 +104,8 @@ def test_udc_reads_both_displays(tmp_path):
         ("test", "udc_poled"): 2,
     }
     assert all("Toled" in str(pair.gt_path) for pair in pairs if pair.task == "udc_toled")
+    sources = {pair.task: {pair.source_id for pair in pairs if pair.split == "test"} for pair in pairs}
+    assert sources["udc_toled"] == sources["udc_poled"] == {"Test/0", "Test/1"}  # one picture, two displays
 
 
 def test_udc_for_zero_shot_needs_only_the_test_pairs(tmp_path):

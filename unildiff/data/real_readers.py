@@ -11,8 +11,10 @@ UDC (Zhou et al. 2021, the T-OLED / P-OLED pairs; ``data.setting: udc``, zero-sh
     Test/{Toled,Poled}/{LQ,HQ}/<same name>       (``Val/`` when there is no ``Test/``)
 
 The challenge ships its validation and test sets as ``.mat`` arrays; they must first be written as images
-in this layout (one PNG per pair, same name on both sides). Folder names match case-insensitively. A pair
-that fails to match raises :class:`~unildiff.errors.DataError` naming the image and the folder searched.
+in this layout (one PNG per pair, same name on both sides). Both displays show the same pictures, so the
+source id of a UDC pair is ``<split folder>/<name>``, shared by its T-OLED and P-OLED pairs.
+
+Folder names match case-insensitively. A pair that fails to match raises :class:`~unildiff.errors.DataError` naming the image and the folder searched.
 """
 
 from __future__ import annotations
@@ -75,5 +77,7 @@ def read_udc(root: Path) -> list[FolderPair]:
         for task, folder in UDC_FOLDERS.items():
             display = _require(split_dir, folder)
             matched = match_pairs(_require(display, "LQ"), _require(display, "HQ"))
-            pairs += [FolderPair(split, task, lq, gt, _source_id(root, gt)) for lq, gt in matched]
+            # T-OLED and P-OLED show the same DIV2K pictures: a picture's two pairs share a source id,
+            # so the validation split and the duplicate checks treat them as one photo.
+            pairs += [FolderPair(split, task, lq, gt, f"{split_dir.name}/{gt.stem}") for lq, gt in matched]
     return pairs
