@@ -14,7 +14,8 @@ The challenge ships its validation and test sets as ``.mat`` arrays; they must f
 in this layout (one PNG per pair, same name on both sides). Both displays show the same pictures, so the
 source id of a UDC pair is ``<split folder>/<name>``, shared by its T-OLED and P-OLED pairs.
 
-Folder names match case-insensitively. A pair that fails to match raises :class:`~unildiff.errors.DataError` naming the image and the folder searched.
+Folder names match case-insensitively. A pair that fails to match raises
+:class:`~unildiff.errors.DataError` naming the image and the folder searched.
 """
 
 from __future__ import annotations
