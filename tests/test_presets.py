@@ -21,7 +21,7 @@ from tests.smoke_repo import REPO_ROOT
 from unildiff.data.config import DataConfig
 from unildiff.errors import ConfigError
 from unildiff.evaluation.evaluate import EvaluateConfig
-from unildiff.models.config import DAFFConfig, PriorConfig
+from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
 from unildiff.start import StartConfig
@@ -52,6 +52,7 @@ PAPER = {
     "lambda2": 0.01,
     "stage 2 decodes": "clean",
     "DAFF (LQ normalised, LQ residual)": (False, False),
+    "DAEM routes per local window": True,
     "evaluation device": "cuda",
     "prior": ("sdxl", SDXL_PATH),
 }
@@ -103,6 +104,7 @@ def _resolve(tmp_path: Path) -> dict:
         "lambda2": stage2.lambda2,
         "stage 2 decodes": stage2.latent_source,
         "DAFF (LQ normalised, LQ residual)": (daff.normalize_lq, daff.lq_residual),
+        "DAEM routes per local window": load_section("daem", DAEMConfig, params).window > 0,
         "evaluation device": load_section("evaluate", EvaluateConfig, params).device,
         "prior": (prior.preset, prior.sdxl_path),
     }

@@ -8,6 +8,7 @@ holds the scaled-down ``tiny`` counts. Each ``__post_init__`` checks ranges and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from unildiff.errors import ConfigError
 
@@ -61,6 +62,10 @@ class TrainConfig:
         use_ema: Keep an exponential moving average of the trained weights and deliver it.
         ema_decay: EMA decay.
         prompt_dropout: Probability that a prompt is replaced by ``""`` (classifier-free guidance).
+        prompts: ``False`` trains the restoration model without prompts: stages 1a and 1b feed only ``""``
+            (as ``prompt_dropout`` 1) and stage 2 restores its inputs with ``""``; the paper's Table 5 rows
+            without a task prompt. The ``tiny`` prior's own UNet phase keeps its prompts (it stands for the
+            pre-trained text-to-image model, which the ablation does not retrain).
         log_every: dvclive logging period in optimizer steps.
         encode_batch_size: Batch size of the frozen-encoder passes (latent cache).
         optimizer: ``adamw`` (torch) | ``adamw_8bit`` (bitsandbytes' AdamW8bit: 8-bit moments, about a
@@ -90,6 +95,7 @@ class TrainConfig:
     use_ema: bool = False
     ema_decay: float = 0.999
     prompt_dropout: float = 0.2
+    prompts: bool = True
     log_every: int = 5
     encode_batch_size: int = 16
     optimizer: str = "adamw"
@@ -133,6 +139,11 @@ class TrainConfig:
         _fraction("train", "ema_decay", self.ema_decay)
         _fraction("train", "prompt_dropout", self.prompt_dropout)
 
+    @property
+    def restoration_prompt_dropout(self) -> float:
+        """Prompt dropout of stages 1a and 1b: 1 without prompts, else ``prompt_dropout``."""
+        return self.prompt_dropout if self.prompts else 1.0
+
     def accumulation_steps(self, batch_size: int, processes: int) -> int:
         """Micro-batches per optimizer step for a stage of ``batch_size`` images per micro-batch and process.
 
@@ -148,6 +159,12 @@ class TrainConfig:
                 f"{batch_size} x {processes} process(es)"
             )
         return self.global_batch_size // per_micro_step
+
+
+def prompt_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """The resume-fingerprint entry of ``train.prompts`` for the restoration stages: empty with prompts
+    on, so states saved before the switch existed still resume."""
+    return {} if config.prompts else {"prompts": False}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from unildiff.errors import ConfigError
 from unildiff.start import StartConfig
 from unildiff.training.batches import LatentBatches, PromptTable
-from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
+from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig, prompt_fingerprint
 from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
@@ -48,7 +48,7 @@ def _objective(
         lq_encoder,
         scheduler,
         table,
-        train_config.prompt_dropout,
+        train_config.restoration_prompt_dropout,
         train_config.crop_size,
         vae=prior.vae,
         lq_start_probability=start.training_fraction,
@@ -104,6 +104,7 @@ def train_stage1a(
             "start": dataclasses.asdict(start),
             "daff": _settings(daff),
             "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
         },
         weight_decay=config.weight_decay,
     )
@@ -158,6 +159,7 @@ def train_stage1b(
             "start": dataclasses.asdict(start),
             "daff": _settings(daff),
             "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
         },
         lr_schedule="cosine",
         warmup_steps=config.warmup_steps,
