@@ -106,7 +106,8 @@ def evaluate_model(
     """Restore every test pair and score it, its degraded input and the ablations.
 
     Every variant restores with the model's recorded sampling settings and start, and every variant of
-    a pair uses the same seed (``sampling.seed``), so differences come from the variant.
+    a pair uses the same seed (``sampling.seed``), so differences come from the variant. The full model
+    gets each pair's task prompt, unless the model records no tasks (trained without prompts).
 
     Args:
         pipeline: the model (:class:`~unildiff.pipeline_unildiff.UniLDiffPipeline`); moved to
@@ -142,8 +143,9 @@ def evaluate_model(
             record = ImageRecord(item["pair_id"], item["task"])
             record.scores["input"] = suite.score(lq, gt)
 
+            prompt = item["prompt"] if pipeline.tasks else ""  # a model trained without prompts: blind
             started = time.perf_counter()
-            restored = full(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
+            restored = full(lq, prompt, torch.Generator().manual_seed(sampling.seed))
             record.seconds = time.perf_counter() - started
             record.scores["restored"] = suite.score(restored, gt)
 
@@ -151,7 +153,7 @@ def evaluate_model(
                 no_prompt = full(lq, "", torch.Generator().manual_seed(sampling.seed))
                 record.scores["no_prompt"] = suite.score(no_prompt, gt)
             if plain is not None:
-                plain_restored = plain(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
+                plain_restored = plain(lq, prompt, torch.Generator().manual_seed(sampling.seed))
                 record.scores["plain_decoder"] = suite.score(plain_restored, gt)
             if "no_diffusion" in config.ablations:
                 # the same step-7 fixes as the full model, so the row isolates the denoising
