@@ -55,3 +55,11 @@ def test_card_lists_tasks_settings_per_task_scores_and_limits():
 def test_card_refuses_reports_without_the_restored_row():
     with pytest.raises(DataError, match="dvc repro evaluate"):
         render_model_card(INDEX, {"input": {}}, None, FACTS)
+
+
+def test_a_seed_report_of_another_configuration_is_left_out():
+    metrics = _metrics()
+    seeds = json.loads((REPO_ROOT / "reports" / "seeds.json").read_text())
+    metrics["restored"]["avg"]["psnr"] = 11.2  # the smoke run's model, not the seeds' configuration
+    card = render_model_card(INDEX, metrics, seeds, FACTS)
+    assert "training seeds" not in card and "±" not in card

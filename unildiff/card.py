@@ -78,6 +78,21 @@ def _metric_table(metrics: Mapping[str, Any], seeds: Mapping[str, Any] | None, n
     return "\n".join(lines)
 
 
+#: How far (dB) this run's average PSNR may lie outside the seed report's range for the report to be shown.
+SEED_REPORT_MARGIN_DB = 0.5
+
+
+def seed_report_applies(metrics: Mapping[str, Any], seeds: Mapping[str, Any] | None) -> bool:
+    """Whether the seed report describes this model's configuration: this run's restored average PSNR
+    lies within the report's per-seed range (± :data:`SEED_REPORT_MARGIN_DB`). A report of another
+    configuration (other params, the smoke run) is left out rather than shown beside the wrong model."""
+    entry = (seeds or {}).get("tables", {}).get("psnr", {}).get("restored", {}).get("avg")
+    value = _value(metrics, "restored", "avg", "psnr")
+    if not entry or value is None:
+        return False
+    return entry["min"] - SEED_REPORT_MARGIN_DB <= value <= entry["max"] + SEED_REPORT_MARGIN_DB
+
+
 def _front_matter(metrics: Mapping[str, Any], facts: CardFacts, names: Sequence[str]) -> str:
     dataset = f"{facts.setting} {facts.split} split ({facts.test_pairs} pairs, {facts.source} data)"
     entries = []
@@ -146,7 +161,8 @@ def render_model_card(
     Args:
         model_index: the model folder's ``model_index.json`` (its ``sampling``, ``start`` and ``tasks``).
         metrics: ``reports/metrics.json`` of this model.
-        seeds: ``reports/seeds.json`` (the seed report) or ``None``.
+        seeds: ``reports/seeds.json`` (the seed report) or ``None``; shown only where it describes this
+            configuration (:func:`seed_report_applies`).
         facts: the data and run facts.
 
     Raises:
@@ -157,6 +173,7 @@ def render_model_card(
     if "tasks" not in model_index:
         raise DataError("model_index.json has no tasks (run `dvc repro package`)")
     names = [name for name in CARD_METRICS if _value(metrics, "restored", "avg", name) is not None]
+    seeds = seeds if seed_report_applies(metrics, seeds) else None
     tasks = "\n".join(f"| `{name}` | {prompt} |" for name, prompt in dict(model_index["tasks"]).items())
     start = model_index["start"]
     sampling = ", ".join(f"{key} {value}" for key, value in model_index["sampling"].items())
