@@ -1,4 +1,6 @@
-"""Sweep of step 7's fixes against the LQ on the validation split (docs/evaluation.md "Fixes against the LQ").
+"""Sweep of step 7's fixes against the LQ on the validation split.
+
+Backs docs/experiments/2026-12-01-fixes-against-lq.md.
 
 Each model (a folder with ``models/prior``, ``models/stage1b``, ``models/stage2``, one per training seed)
 restores the split once with both fixes off; every grid setting is then applied to those restorations
@@ -6,7 +8,7 @@ with the pipeline's own :func:`~unildiff.pipeline.fix_against_lq` and scored wit
 ``MetricSuite``. Prints one line per setting: the (task, metric) pairs whose seed mean beats the input,
 the average PSNR/SSIM and the per-task PSNR/SSIM.
 
-    python scripts/fix_sweep.py . /path/to/seed1 /path/to/seed2 --split val
+    python research/fix_sweep.py . /path/to/seed1 /path/to/seed2 --split val
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unildiff import paths
 from unildiff.data.dataset import PairedImageDataset
 from unildiff.evaluation.metrics import MetricSuite
 from unildiff.models.bundle import load_trained_model
@@ -28,7 +31,7 @@ from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_l
 
 def raw_restorations(root: Path, dataset, sampling: SamplingConfig) -> list[torch.Tensor]:
     """The model under ``root`` restoring every pair with both fixes off, [-1, 1], (1, 3, H, W) each."""
-    model = load_trained_model(root / "models/prior", root / "models/stage1b", root / "models/stage2")
+    model = load_trained_model(root / paths.PRIOR, root / paths.STAGE1B, root / paths.STAGE2)
     raw = dataclasses.replace(sampling, color_fix="none", detail_fix_radius=0, detail_fix_wide_radius=0)
     pipeline = RestorationPipeline.from_model(model, raw, device="cpu")
     pipeline.show_progress = False
@@ -44,7 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path, help="folders holding models/ (one per seed)")
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--prepared", type=Path, default=paths.PREPARED)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

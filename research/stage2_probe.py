@@ -1,16 +1,20 @@
-"""Probe of stage-2 decoder variants on a trained stage 1b (docs/evaluation.md, "Why DAEM does not separate").
+"""Probe of stage-2 decoder variants on a trained stage 1b.
+
+Backs docs/experiments/2026-12-01-daem-stage2-variants.md. Research code: its ``DecodedImageDAEM`` (a DAEM
+block on the decoded image, not the paper's placement) exists only here, not in the library.
 
 Trains a fresh stage 2 with the stage's own ``train_stage2`` (the eq.-10 loss, its two param groups,
-cosine decay and ``params.yaml``'s other ``stage2`` settings) on ``MODELS/prior`` and ``MODELS/stage1b``,
-then restores every ``--every``-th pair of ``--split`` with the recorded sampling and scores it with
-step 7's fixes off ("raw") and on. Nothing is saved. Prints one JSON line.
+cosine decay and ``params.yaml``'s other ``stage2`` settings) on the prior and stage 1b under ``--root``
+(``unildiff.paths.PRIOR`` and ``STAGE1B``), then restores every ``--every``-th pair of ``--split`` with
+the sampling settings of ``params.yaml`` and scores it with step 7's fixes off ("raw") and on.
+Nothing is saved. Prints one JSON line.
 
-    python scripts/stage2_probe.py                                  # the committed stage 2 (DAEM blocks 1, 2)
-    python scripts/stage2_probe.py --up-blocks ""                   # without DAEM
-    python scripts/stage2_probe.py --split train --every 12         # on 42 of the 500 training pairs
-    python scripts/stage2_probe.py --up-blocks "" --decoder-lr-scale 1
-    python scripts/stage2_probe.py --expert-residual-init 1 --shared-bias-init 1
-    python scripts/stage2_probe.py --up-blocks "" --decoded-image-block
+    python research/stage2_probe.py                                  # the committed stage 2 (blocks 1, 2)
+    python research/stage2_probe.py --up-blocks ""                   # without DAEM
+    python research/stage2_probe.py --split train --every 12         # on 42 of the 500 training pairs
+    python research/stage2_probe.py --up-blocks "" --decoder-lr-scale 1
+    python research/stage2_probe.py --expert-residual-init 1 --shared-bias-init 1
+    python research/stage2_probe.py --up-blocks "" --decoded-image-block
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from unildiff import paths
 from unildiff.data.dataset import PairedImageDataset
 from unildiff.evaluation.metrics import MetricSuite
 from unildiff.models.bundle import load_stage1_model
@@ -107,7 +112,7 @@ def score(model, sampling: SamplingConfig, split: str, every: int) -> dict:
     )
     pipeline = RestorationPipeline.from_model(model, raw_sampling, device="cpu")
     pipeline.show_progress = False
-    dataset = PairedImageDataset("data/prepared", split, crop_size=None)
+    dataset = PairedImageDataset(paths.PREPARED, split, crop_size=None)
     suite = MetricSuite(("psnr", "ssim"))
     per_task = collections.defaultdict(list)
     for index in range(0, len(dataset), every):
@@ -134,8 +139,10 @@ def score(model, sampling: SamplingConfig, split: str, every: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models"), help="holds prior/ and stage1b/")
-    parser.add_argument("--cache", type=Path, default=Path("models/cache/latents"), help="the latent cache")
+    parser.add_argument(
+        "--root", type=Path, default=Path("."), help="the repository whose prior and stage 1b are probed"
+    )
+    parser.add_argument("--cache", type=Path, default=paths.LATENT_CACHE, help="the latent cache")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     parser.add_argument("--every", type=int, default=1, help="score every N-th pair of the split")
     parser.add_argument("--up-blocks", default="1,2", help='daem.up_blocks, comma-separated ("" = none)')
@@ -165,8 +172,8 @@ def main() -> None:
     daem = dataclasses.replace(load_section("daem", DAEMConfig, params), up_blocks=up_blocks)
     sampling = load_section("sampling", SamplingConfig, params)
 
-    prior = load_prior(args.models / "prior")
-    stage1 = load_stage1_model(prior, args.models / "stage1b")
+    prior = load_prior(args.root / paths.PRIOR)
+    stage1 = load_stage1_model(prior, args.root / paths.STAGE1B)
     decoder = make_decoder(prior, daem, args, train_config.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:

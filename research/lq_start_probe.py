@@ -1,4 +1,4 @@
-"""Probe of the tiny LQ start on the validation split (docs/training.md, "The LQ start").
+"""Probe of the tiny LQ start on the validation split (docs/experiments/2026-11-30-lq-start-probe.md).
 
 Trains a fresh stage 1a + 1b on ``models/prior`` and ``models/cache/latents`` with the given LQ start,
 with the stages' own functions and ``params.yaml``'s other settings, then scores one step from that start
@@ -6,7 +6,7 @@ on ``evaluate.split = val`` with a fresh DAEM decoder (its blocks start at zero,
 plain VAE decoder). Prints one JSON line: the average and per-task PSNR of the input, the restoration,
 ``no_diffusion`` (the LQ latent decoded) and ``ceiling`` (the gt latent decoded).
 
-    python scripts/lq_start_probe.py --timestep 19 --noise 0 --out /tmp/probe19
+    python research/lq_start_probe.py --timestep 19 --noise 0 --out /tmp/probe19
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from unildiff import paths
 from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
 from unildiff.models.bundle import UniLDiffModel
 from unildiff.models.config import DAEMConfig, DAFFConfig
@@ -56,8 +57,8 @@ def main() -> None:
     }
     stage1a = dataclasses.replace(load_section("stage1a", Stage1aConfig, params), steps=args.steps1a, **start)
     stage1b = dataclasses.replace(load_section("stage1b", Stage1bConfig, params), steps=args.steps1b, **start)
-    prior = load_prior("models/prior")
-    cache = ShardedLatentCache("models/cache/latents")
+    prior = load_prior(paths.PRIOR)
+    cache = ShardedLatentCache(paths.LATENT_CACHE)
     accelerator = make_accelerator(train_config)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff_config = load_section("daff", DAFFConfig, params)
@@ -79,7 +80,7 @@ def main() -> None:
     config = EvaluateConfig(
         metrics=("psnr", "ssim"), ablations=("no_diffusion", "ceiling"), split="val", grid_images=0
     )
-    result = evaluate_model(model.eval(), "data/prepared", sampling, config, show_progress=False)
+    result = evaluate_model(model.eval(), paths.PREPARED, sampling, config, show_progress=False)
     print(
         json.dumps(
             {
