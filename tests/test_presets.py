@@ -21,9 +21,10 @@ from tests.smoke_repo import REPO_ROOT
 from unildiff.data.config import DataConfig
 from unildiff.errors import ConfigError
 from unildiff.evaluation.evaluate import EvaluateConfig
-from unildiff.models.config import DAFFConfig, PriorConfig
+from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
+from unildiff.start import StartConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, Stage2Config, TrainConfig
 
 SDXL_PATH = "/models/stable-diffusion-xl-base-1.0"
@@ -48,18 +49,20 @@ PAPER = {
     "cfg": 5.0,
     "prompt drop": 0.2,
     "lambda2": 0.01,
+    "DAEM routes per local window": True,
+    "fixes against the LQ (colour, detail radius)": ("none", 0),  # the paper describes none
+    "DAFF (LQ normalised, LQ residual)": (False, False),  # DAFF as described, without the tiny-only paths
 }
 
 #: Where the paper is silent, the preset's choices (docs/presets.md gives each reason): the stage-2 rate
-#: (one for decoder and DAEM), what stage 2 decodes, λ1, no fixes against the LQ, DAFF without the tiny
-#: LQ normalisation and residual path, the data unweighted (no tiny colour balance), evaluation on cuda.
+#: (one for decoder and DAEM), what stage 2 decodes, λ1, the data unweighted (no tiny colour balance),
+#: the DAEM routing window (the paper routes by local context without a size), evaluation on cuda.
 CHOICES = {
     "stage 2 lr (decoder + DAEM)": (1e-4, 1e-4),
     "stage 2 decodes": "clean",
     "lambda1": 0.2,
-    "fixes against the LQ (colour, detail radius)": ("none", 0),
-    "DAFF (LQ normalised, LQ residual)": (False, False),
     "colour source weight": 1,
+    "DAEM window (output pixels)": 16,
     "evaluation device": "cuda",
     "prior": ("sdxl", SDXL_PATH),
 }
@@ -79,6 +82,7 @@ def _resolve(tmp_path: Path) -> dict:
     prior = load_section("prior", PriorConfig, params)
     data = load_section("data", DataConfig, params)
     daff = load_section("daff", DAFFConfig, params)
+    daem = load_section("daem", DAEMConfig, params)
     # No train.accelerate_config: one process, so the global batch is batch_size x accumulation.
     assert train.accelerate_config == ""
     processes = 1
@@ -104,7 +108,7 @@ def _resolve(tmp_path: Path) -> dict:
         "stage 2 global batch": global_batch(stage2),
         "sampler": sampling.scheduler,
         "sampling steps": sampling.steps,
-        "sampling start": sampling.start,
+        "sampling start": load_section("start", StartConfig, params).mode,
         "cfg": sampling.cfg,
         "fixes against the LQ (colour, detail radius)": (sampling.color_fix, sampling.detail_fix_radius),
         "prompt drop": train.prompt_dropout,
@@ -113,6 +117,8 @@ def _resolve(tmp_path: Path) -> dict:
         "stage 2 decodes": stage2.latent_source,
         "DAFF (LQ normalised, LQ residual)": (daff.normalize_lq, daff.lq_residual),
         "colour source weight": data.colour_source_weight,
+        "DAEM routes per local window": daem.window > 0,
+        "DAEM window (output pixels)": daem.window,
         "evaluation device": load_section("evaluate", EvaluateConfig, params).device,
         "prior": (prior.preset, prior.sdxl_path),
     }
