@@ -1,4 +1,4 @@
-"""scripts/stage2_probe.py's decoder variants: each starts as the decoder it modifies."""
+"""research/stage2_probe.py's decoder variants: each starts as the decoder it modifies."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from unildiff.models.config import DAEMConfig, PriorConfig
 from unildiff.models.decoder import DAEMDecoder
 from unildiff.models.prior import build_tiny_prior
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "stage2_probe.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "research" / "stage2_probe.py"
 
 
 def _load_script():

@@ -1,7 +1,8 @@
 """Typed model settings (params.yaml sections ``prior``, ``daff`` and ``daem``) and the ``tiny`` preset sizes.
 
-Stage scripts build these frozen dataclasses with ``stages/_params.py::load_section``; the library only ever
-receives the dataclasses. ``validate()`` raises :class:`~unildiff.errors.ConfigError` naming the param.
+Stage scripts build these frozen dataclasses with :func:`unildiff.params.load_section`; the library only ever
+receives the dataclasses. Each checks its values in ``__post_init__`` and raises
+:class:`~unildiff.errors.ConfigError` naming the param.
 """
 
 from __future__ import annotations

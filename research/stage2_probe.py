@@ -1,16 +1,21 @@
-"""Probe of stage-2 decoder variants on a trained stage 1b (docs/evaluation.md, "Why DAEM does not separate").
+"""Probe of stage-2 decoder variants on a trained stage 1b.
 
-Trains a fresh stage 2 with the stage's own ``train_stage2`` (the eq.-10 loss, its two param groups,
-cosine decay and ``params.yaml``'s other ``stage2`` settings) on ``MODELS/prior`` and ``MODELS/stage1b``,
-then restores every ``--every``-th pair of ``--split`` with the recorded sampling and scores it with
-step 7's fixes off ("raw") and on. Nothing is saved. Prints one JSON line.
+Backs docs/experiments/2026-12-01-daem-stage2-variants.md. Research code: its ``DecodedImageDAEM`` (a DAEM
+block on the decoded image, not the paper's placement) exists only here, not in the library.
 
-    python scripts/stage2_probe.py                                  # the committed stage 2 (DAEM blocks 1, 2)
-    python scripts/stage2_probe.py --up-blocks ""                   # without DAEM
-    python scripts/stage2_probe.py --split train --every 12         # on 42 of the 500 training pairs
-    python scripts/stage2_probe.py --up-blocks "" --decoder-lr-scale 1
-    python scripts/stage2_probe.py --expert-residual-init 1 --shared-bias-init 1
-    python scripts/stage2_probe.py --up-blocks "" --decoded-image-block
+Opens the trained model under ``--root`` (``unildiff.paths.MODEL``) with
+``UniLDiffPipeline.from_pretrained``, trains a fresh stage 2 for its prior and stage-1b network with the
+stage's own ``train_stage2`` (the eq.-10 loss, its two param groups, cosine decay, the model's start and
+``params.yaml``'s other ``stage2`` settings), then restores every ``--every``-th pair of ``--split`` with
+the model's recorded sampling settings and scores it with step 7's fixes off ("raw") and on. Nothing
+is saved. Prints one JSON line.
+
+    python research/stage2_probe.py                                  # the committed stage 2 (blocks 1, 2)
+    python research/stage2_probe.py --up-blocks ""                   # without DAEM
+    python research/stage2_probe.py --split train --every 12         # on 42 of the 500 training pairs
+    python research/stage2_probe.py --up-blocks "" --decoder-lr-scale 1
+    python research/stage2_probe.py --expert-residual-init 1 --shared-bias-init 1
+    python research/stage2_probe.py --up-blocks "" --decoded-image-block
 """
 
 from __future__ import annotations
@@ -25,16 +30,16 @@ from pathlib import Path
 
 import torch
 
+from unildiff import UniLDiffPipeline, paths
 from unildiff.data.dataset import PairedImageDataset
 from unildiff.evaluation.metrics import MetricSuite
-from unildiff.models.bundle import load_stage1_model
 from unildiff.models.config import DAEMConfig
 from unildiff.models.daem import DAEMBlock
 from unildiff.models.decoder import DAEMDecoder, DecoderOutput
-from unildiff.models.prior import load_prior
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_lq
-from unildiff.training.config import Stage1bConfig, Stage2Config, TrainConfig
+from unildiff.start import StartConfig
+from unildiff.training.config import Stage2Config, TrainConfig
 from unildiff.training.latent_shards import ShardedLatentCache
 from unildiff.training.loop import make_accelerator
 from unildiff.training.stage2 import train_stage2
@@ -100,14 +105,14 @@ def make_decoder(prior, daem: DAEMConfig, args: argparse.Namespace, seed: int) -
     return DecodedImageDAEM(decoder, daem) if args.decoded_image_block else decoder
 
 
-def score(model, sampling: SamplingConfig, split: str, every: int) -> dict:
+def score(model, sampling: SamplingConfig, start: StartConfig, split: str, every: int) -> dict:
     """Average PSNR/SSIM, raw (step 7 off) and fixed (step 7 on), overall and per task."""
     raw_sampling = dataclasses.replace(
         sampling, color_fix="none", detail_fix_radius=0, detail_fix_wide_radius=0
     )
-    pipeline = RestorationPipeline.from_model(model, raw_sampling, device="cpu")
+    pipeline = RestorationPipeline.from_model(model, raw_sampling, start, device="cpu")
     pipeline.show_progress = False
-    dataset = PairedImageDataset("data/prepared", split, crop_size=None)
+    dataset = PairedImageDataset(paths.PREPARED, split, crop_size=None)
     suite = MetricSuite(("psnr", "ssim"))
     per_task = collections.defaultdict(list)
     for index in range(0, len(dataset), every):
@@ -134,8 +139,10 @@ def score(model, sampling: SamplingConfig, split: str, every: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models"), help="holds prior/ and stage1b/")
-    parser.add_argument("--cache", type=Path, default=Path("models/cache/latents"), help="the latent cache")
+    parser.add_argument(
+        "--root", type=Path, default=Path("."), help="the repository whose models/unildiff is probed"
+    )
+    parser.add_argument("--cache", type=Path, default=paths.LATENT_CACHE, help="the latent cache")
     parser.add_argument("--split", default="val", choices=("train", "val", "test"))
     parser.add_argument("--every", type=int, default=1, help="score every N-th pair of the split")
     parser.add_argument("--up-blocks", default="1,2", help='daem.up_blocks, comma-separated ("" = none)')
@@ -160,13 +167,12 @@ def main() -> None:
         load_section("stage2", Stage2Config, params),
         **{key: value for key, value in overrides.items() if value is not None},
     )
-    stage1b = load_section("stage1b", Stage1bConfig, params)
     up_blocks = tuple(int(block) for block in args.up_blocks.split(",") if block.strip())
     daem = dataclasses.replace(load_section("daem", DAEMConfig, params), up_blocks=up_blocks)
-    sampling = load_section("sampling", SamplingConfig, params)
 
-    prior = load_prior(args.models / "prior")
-    stage1 = load_stage1_model(prior, args.models / "stage1b")
+    trained = UniLDiffPipeline.from_pretrained(args.root / paths.MODEL)
+    stage1, start = trained.model, trained.start  # the prior and the stage-1b network, its decoder replaced
+    prior = stage1.prior
     decoder = make_decoder(prior, daem, args, train_config.seed)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as checkpoints:
@@ -181,8 +187,8 @@ def main() -> None:
             make_accelerator(train_config),
             "probe",
             stage1,
-            stage1b.lq_start_timestep if stage1b.lq_start_probability > 0 else None,
-            stage1b.lq_start_noise,
+            start.timestep if start.trains_lq_start else None,
+            start.noise,
         )
     seconds = time.perf_counter() - started
     stage1.decoder = decoder.eval()
@@ -190,7 +196,7 @@ def main() -> None:
         "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
         "train_seconds": round(seconds),
         "final_loss": result.final_loss,
-        **score(stage1, sampling, args.split, args.every),
+        **score(stage1, trained.sampling, start, args.split, args.every),
     }
     print(json.dumps(report))
 

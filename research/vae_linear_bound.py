@@ -1,10 +1,12 @@
-"""Round-trip PSNR of a *linear* factor-4 code: PCA of 4×4 RGB patches (docs/training.md, "The tiny VAE").
+"""Round-trip PSNR of a *linear* factor-4 code: PCA of 4×4 RGB patches.
+
+Backs docs/experiments/2026-11-30-tiny-vae-sweeps.md.
 
 What a factor-4 latent with ``--components`` channels can hold, fitted in closed form on the prepared
 train split's gt images and applied to train, val and test. No network, no training: an upper reference
 for how much of the tiny VAE's error is learning speed rather than latent size.
 
-    python scripts/vae_linear_bound.py --prepared data/prepared --components 16
+    python research/vae_linear_bound.py --prepared data/prepared --components 16
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from unildiff import paths
 
 FACTOR = 4
 
@@ -33,7 +37,7 @@ def patches(image: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--prepared", type=Path, default=paths.PREPARED)
     parser.add_argument("--components", type=int, default=16, help="latent channels kept")
     args = parser.parse_args()
     train = np.concatenate([patches(image) for image in load_gt(args.prepared, "train")])

@@ -1,12 +1,14 @@
-"""Probe of the tiny LQ start on the validation split (docs/training.md, "The LQ start").
+"""Probe of the tiny LQ start on the validation split (docs/experiments/2026-11-30-lq-start-probe.md).
 
-Trains a fresh stage 1a + 1b on ``models/prior`` and ``models/cache/latents`` with the given LQ start,
-with the stages' own functions and ``params.yaml``'s other settings, then scores one step from that start
-on ``evaluate.split = val`` with a fresh DAEM decoder (its blocks start at zero, so it decodes like the
-plain VAE decoder). Prints one JSON line: the average and per-task PSNR of the input, the restoration,
-``no_diffusion`` (the LQ latent decoded) and ``ceiling`` (the gt latent decoded).
+Trains a fresh stage 1a + 1b on the prior and the latent cache (``unildiff.paths.PRIOR``,
+``LATENT_CACHE``; not the trained model: the probe retrains it) with the given LQ start, with the
+stages' own functions and ``params.yaml``'s other settings, then scores one step from that start on the
+validation split with a fresh DAEM decoder (its blocks start at zero, so it decodes like the plain VAE
+decoder), with ``params.yaml``'s sampling settings and step 7's fixes off. Prints one JSON line: the
+average and per-task PSNR of the input, the restoration, ``no_diffusion`` (the LQ latent decoded) and
+``ceiling`` (the gt latent decoded).
 
-    python scripts/lq_start_probe.py --timestep 19 --noise 0 --out /tmp/probe19
+    python research/lq_start_probe.py --timestep 19 --noise 0 --out /tmp/probe19
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from unildiff import paths
 from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
 from unildiff.models.bundle import UniLDiffModel
 from unildiff.models.config import DAEMConfig, DAFFConfig
@@ -28,6 +31,8 @@ from unildiff.models.lq_encoder import LQEncoder
 from unildiff.models.prior import load_prior
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
+from unildiff.pipeline_unildiff import pipeline_from_model
+from unildiff.start import StartConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
 from unildiff.training.latent_shards import ShardedLatentCache
 from unildiff.training.loop import make_accelerator
@@ -36,9 +41,9 @@ from unildiff.training.stage1 import train_stage1a, train_stage1b
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--probability", type=float, default=1.0, help="lq_start_probability")
-    parser.add_argument("--timestep", type=int, default=19, help="lq_start_timestep (1000/N - 1)")
-    parser.add_argument("--noise", type=float, default=0.0, help="lq_start_noise")
+    parser.add_argument("--probability", type=float, default=1.0, help="start.training_fraction")
+    parser.add_argument("--timestep", type=int, default=19, help="start.timestep (1000/N - 1)")
+    parser.add_argument("--noise", type=float, default=0.0, help="start.noise")
     parser.add_argument("--steps1a", type=int, default=100)
     parser.add_argument("--steps1b", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
@@ -49,41 +54,65 @@ def main() -> None:
     train_config = dataclasses.replace(
         load_section("train", TrainConfig, params), checkpoint_every=10**6, resume="never"
     )
-    start = {
-        "lq_start_probability": args.probability,
-        "lq_start_timestep": args.timestep,
-        "lq_start_noise": args.noise,
-    }
-    stage1a = dataclasses.replace(load_section("stage1a", Stage1aConfig, params), steps=args.steps1a, **start)
-    stage1b = dataclasses.replace(load_section("stage1b", Stage1bConfig, params), steps=args.steps1b, **start)
-    prior = load_prior("models/prior")
-    cache = ShardedLatentCache("models/cache/latents")
+    start = StartConfig(
+        mode="lq", timestep=args.timestep, noise=args.noise, training_fraction=args.probability
+    )
+    stage1a = dataclasses.replace(load_section("stage1a", Stage1aConfig, params), steps=args.steps1a)
+    stage1b = dataclasses.replace(load_section("stage1b", Stage1bConfig, params), steps=args.steps1b)
+    prior = load_prior(paths.PRIOR)
+    cache = ShardedLatentCache(paths.LATENT_CACHE)
     accelerator = make_accelerator(train_config)
     lq_encoder = LQEncoder.from_vae(prior.vae)
     daff_config = load_section("daff", DAFFConfig, params)
     daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=train_config.seed)
     started = time.perf_counter()
     result_1a = train_stage1a(
-        prior, lq_encoder, daff, cache, stage1a, train_config, args.out / "1a", None, accelerator, "probe"
+        prior,
+        lq_encoder,
+        daff,
+        cache,
+        stage1a,
+        start,
+        train_config,
+        args.out / "1a",
+        None,
+        accelerator,
+        "probe",
     )
     result_1b = train_stage1b(
-        prior, lq_encoder, daff, cache, stage1b, train_config, args.out / "1b", None, accelerator, "probe"
+        prior,
+        lq_encoder,
+        daff,
+        cache,
+        stage1b,
+        start,
+        train_config,
+        args.out / "1b",
+        None,
+        accelerator,
+        "probe",
     )
     seconds = time.perf_counter() - started
     decoder = DAEMDecoder.from_vae(prior.vae, load_section("daem", DAEMConfig, params), seed=0)
     model = UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
-    steps = round(1000 / (args.timestep + 1))  # trailing spacing: one step at 1000/steps - 1
+    steps = round(1000 / (args.timestep + 1))  # trailing spacing: t = 1000/steps - 1 is the only step <= t
     sampling = dataclasses.replace(
-        SamplingConfig(), start="lq", steps=steps, strength=1 / steps, start_noise=args.noise, cfg=1.0
+        load_section("sampling", SamplingConfig, params),
+        steps=steps,
+        cfg=1.0,
+        color_fix="none",
+        detail_fix_radius=0,
+        detail_fix_wide_radius=0,
     )
     config = EvaluateConfig(
         metrics=("psnr", "ssim"), ablations=("no_diffusion", "ceiling"), split="val", grid_images=0
     )
-    result = evaluate_model(model.eval(), "data/prepared", sampling, config, show_progress=False)
+    pipeline = pipeline_from_model(model.eval(), sampling, start)
+    result = evaluate_model(pipeline, paths.PREPARED, config, show_progress=False)
     print(
         json.dumps(
             {
-                "start": start,
+                "start": dataclasses.asdict(start),
                 "train_seconds": round(seconds),
                 "loss_1a": result_1a.final_loss,
                 "loss_1b": result_1b.final_loss,

@@ -1,13 +1,13 @@
-"""VAE-only training runs behind docs/training.md ("The tiny VAE"): the prior's VAE loss, alone.
+"""VAE-only training runs behind docs/experiments/2026-11-30-tiny-vae-sweeps.md: the prior's VAE loss, alone.
 
 L1 + L2 on the posterior mode, random 32² crops and flips of the prepared train gts, batch 16, AdamW
 with cosine decay, seeded; prints the round-trip PSNR (dB) of train (first 64 patches), val and test
 every ``--every`` steps as JSON lines. Not the pipeline (``stages.prior`` is): a plain loop, so runs
 are cheap to compare.
 
-    python scripts/vae_sweep.py --block-out-channels 32 32 32 --layers-per-block 0 --no-mid-attention
+    python research/vae_sweep.py --block-out-channels 32 32 32 --layers-per-block 0 --no-mid-attention
 
-The committed settings (``prior_train``): ``--steps 3000 --lr 6e-3 --beta2 0.99 --no-mid-attention``.
+The committed settings (``prior_train``): ``--steps 6000 --lr 6e-3 --beta2 0.99 --no-mid-attention``.
 
 ``--variant no-final-norm`` replaces both ``conv_norm_out`` GroupNorms by identities and ``--variant plain``
 trains a norm-free conv autoencoder of the same factor; neither is an ``AutoencoderKL`` that the DAEM
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
+from unildiff import paths
 from unildiff.training.latents import load_split_images, load_training_pairs
 from unildiff.training.prior import round_trip_psnr
 
@@ -89,7 +90,7 @@ def build(args: argparse.Namespace) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--prepared", default=str(paths.PREPARED))
     parser.add_argument(
         "--variant", choices=("autoencoderkl", "no-final-norm", "plain"), default="autoencoderkl"
     )

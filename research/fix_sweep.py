@@ -1,12 +1,15 @@
-"""Sweep of step 7's fixes against the LQ on the validation split (docs/evaluation.md "Fixes against the LQ").
+"""Sweep of step 7's fixes against the LQ on the validation split.
 
-Each model (a folder with ``models/prior``, ``models/stage1b``, ``models/stage2``, one per training seed)
-restores the split once with both fixes off; every grid setting is then applied to those restorations
-with the pipeline's own :func:`~unildiff.pipeline.fix_against_lq` and scored with the evaluate stage's
-``MetricSuite``. Prints one line per setting: the (task, metric) pairs whose seed mean beats the input,
-the average PSNR/SSIM and the per-task PSNR/SSIM.
+Backs docs/experiments/2026-12-01-fixes-against-lq.md.
 
-    python scripts/fix_sweep.py . /path/to/seed1 /path/to/seed2 --split val
+Each model (a repository whose ``models/unildiff`` is one training seed's model, opened with
+``UniLDiffPipeline.from_pretrained``) restores the split once with its recorded settings and both
+fixes off; every grid setting is then applied to those restorations with the pipeline's own
+:func:`~unildiff.pipeline.fix_against_lq` and scored with the evaluate stage's ``MetricSuite``. Prints
+one line per setting: the (task, metric) pairs whose seed mean beats the input, the average PSNR/SSIM
+and the per-task PSNR/SSIM.
+
+    python research/fix_sweep.py . /path/to/seed1 /path/to/seed2 --split val
 """
 
 from __future__ import annotations
@@ -19,40 +22,41 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from unildiff import UniLDiffPipeline, paths
 from unildiff.data.dataset import PairedImageDataset
 from unildiff.evaluation.metrics import MetricSuite
-from unildiff.models.bundle import load_trained_model
-from unildiff.params import load_section
-from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_lq
+from unildiff.pipeline import SamplingConfig, fix_against_lq
+
+#: Step 7 off: the restorations the grid's fixes are applied to.
+RAW = {"color_fix": "none", "detail_fix_radius": 0, "detail_fix_wide_radius": 0}
 
 
-def raw_restorations(root: Path, dataset, sampling: SamplingConfig) -> list[torch.Tensor]:
-    """The model under ``root`` restoring every pair with both fixes off, [-1, 1], (1, 3, H, W) each."""
-    model = load_trained_model(root / "models/prior", root / "models/stage1b", root / "models/stage2")
-    raw = dataclasses.replace(sampling, color_fix="none", detail_fix_radius=0, detail_fix_wide_radius=0)
-    pipeline = RestorationPipeline.from_model(model, raw, device="cpu")
-    pipeline.show_progress = False
-    outputs = []
-    for index in range(len(dataset)):
-        item = dataset[index]
-        generator = torch.Generator().manual_seed(raw.seed)
-        outputs.append(pipeline(item["lq"].unsqueeze(0), item["prompt"], generator))
-    return outputs
+def raw_restorations(root: Path, items: list[dict]) -> tuple[list[torch.Tensor], SamplingConfig]:
+    """The model of ``root`` restoring every item with both fixes off, [-1, 1], (1, 3, H, W) each, and the
+    model's recorded sampling settings."""
+    pipeline = UniLDiffPipeline.from_pretrained(root / paths.MODEL)
+    outputs = [
+        pipeline(item["lq"].unsqueeze(0), item["prompt"], output_type="pt", **RAW).images[0] for item in items
+    ]
+    return outputs, pipeline.sampling
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="+", type=Path, help="folders holding models/ (one per seed)")
+    parser.add_argument(
+        "models", nargs="+", type=Path, help="repositories holding models/unildiff (one per seed)"
+    )
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--prepared", default="data/prepared")
+    parser.add_argument("--prepared", type=Path, default=paths.PREPARED)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sampling = load_section("sampling", SamplingConfig)
     dataset = PairedImageDataset(args.prepared, args.split, crop_size=None)
     items = [dataset[index] for index in range(len(dataset))]
     suite = MetricSuite(("psnr", "ssim"))
-    restorations = [raw_restorations(root, dataset, sampling) for root in args.models]
+    runs = [raw_restorations(root, items) for root in args.models]
+    restorations = [outputs for outputs, _ in runs]
+    sampling = runs[0][1]  # the grid varies the first model's recorded step-7 settings
 
     def table(config: SamplingConfig | None) -> dict[str, np.ndarray]:
         scores: dict[str, list] = {}
