@@ -134,7 +134,7 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
                 )
                 prompt = gr.Markdown(_prompt_line(first_task, tasks), elem_id="prompt")
                 button = gr.Button("Restore", variant="primary", elem_id="restore")
-                with gr.Accordion("Advanced", open=False):
+                with gr.Accordion("Advanced", open=False, elem_id="advanced"):
                     steps = gr.Number(recorded.steps, label="Steps", precision=0, elem_id="steps")
                     cfg = gr.Number(recorded.cfg, label="Guidance scale (cfg; ≤ 1: prompt only)")
                     seed = gr.Number(recorded.seed, label="Seed", precision=0, elem_id="seed")

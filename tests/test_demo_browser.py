@@ -1,0 +1,341 @@
+"""``unildiff demo`` in a real browser: Debian's headless Chromium driven by Selenium, on the smoke model.
+
+The test starts the command a user types (``unildiff demo``, a subprocess on a free loopback port) on the
+smoke pipeline's model and drives the page as a user does: upload a degraded test crop, pick its task,
+press Restore, read the full-resolution download back; then a corrupt file (the page says why, the
+server keeps serving), a setting the model was not trained for (the CLI's message), and the HTTP API
+(``gradio_client``), whose pixels must equal ``unildiff restore``'s with the same settings.
+
+It never skips: without Chromium and its driver (``apt-get install chromium chromium-driver``, which
+``.ci/run`` does) it fails, saying so. The page with its result is saved as a screenshot in the test's
+folder, and to ``$UNILDIFF_DEMO_SCREENSHOT`` when set (how docs/images/demo.png is made).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.smoke_repo import run
+from unildiff.data.manifest import read_manifest
+from unildiff.imageio import read_image
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,1000",
+)
+STARTUP_S = 900
+"""How long the server may take to print its address (imports and model loading on a busy 2-core host)."""
+REQUEST_S = 600
+"""How long one restoration may take in the page."""
+TASK = "denoise_50"
+"""The example's task: the smoke set's noisiest crops, where the check against the input has room."""
+
+
+@dataclass
+class Demo:
+    """A running ``unildiff demo``."""
+
+    url: str
+    process: subprocess.Popen
+    log: Path
+    model: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _environment() -> dict[str, str]:
+    environment = dict(os.environ)
+    environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
+    environment["GRADIO_ANALYTICS_ENABLED"] = "False"
+    return environment
+
+
+@pytest.fixture(scope="module")
+def demo(smoke_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """``unildiff demo`` on the smoke model, on a free loopback port; stopped after the module."""
+    folder = tmp_path_factory.mktemp("demo")
+    log = folder / "demo.log"
+    model = smoke_pipeline / "models" / "unildiff"
+    command = [
+        "unildiff", "demo", "--model", str(model), "--examples", str(smoke_pipeline / "data" / "prepared"),
+        "--port", str(_free_port()),
+    ]  # fmt: skip
+    with log.open("w") as stream:
+        process = subprocess.Popen(
+            command, cwd=folder, env=_environment(), stdout=stream, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_S
+        while not (found := re.search(r"UniLDiff demo on (http://127\.0\.0\.1:\d+/?)", log.read_text())):
+            if process.poll() is not None:
+                pytest.fail(f"unildiff demo exited {process.returncode}:\n{log.read_text()[-4000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"unildiff demo printed no address in {STARTUP_S} s:\n{log.read_text()[-4000:]}")
+            time.sleep(1)
+        yield Demo(found.group(1).rstrip("/") + "/", process, log, model)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through Debian's chromedriver; fails (never skips) when it cannot start."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
+    if missing:
+        pytest.fail(
+            f"{', '.join(missing)} missing: apt-get install -y chromium chromium-driver (.ci/run does)"
+        )
+    profile = tempfile.mkdtemp(prefix="unildiff-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    except WebDriverException as error:
+        pytest.fail(f"headless Chromium did not start: {error.msg}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def _psnr(image: np.ndarray, reference: np.ndarray) -> float:
+    mse = float(np.mean((image.astype(np.float64) - reference.astype(np.float64)) ** 2))
+    return 10 * np.log10(1.0 / mse)
+
+
+def _example(prepared: Path) -> tuple[Path, Path]:
+    row = next(row for row in read_manifest(prepared) if row.split == "test" and row.task == TASK)
+    return prepared / row.lq_path, prepared / row.gt_path
+
+
+class Page:
+    """The demo page in the browser, through its element ids."""
+
+    def __init__(self, driver, url: str):
+        self.driver = driver
+        driver.get(url)
+        self.wait(lambda: self.all("#image input[type=file]"), 120, "the page's upload field")
+
+    def all(self, selector: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def text(self, selector: str) -> str:
+        found = self.all(selector)
+        return found[0].text if found else ""
+
+    def wait(self, condition, seconds: float, what: str):
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        try:
+            return WebDriverWait(self.driver, seconds, poll_frequency=0.3).until(lambda _: condition())
+        except TimeoutException:
+            pytest.fail(f"timed out after {seconds} s waiting for {what}; page text:\n{self.body()[-3000:]}")
+
+    def body(self) -> str:
+        return self.driver.execute_script("return document.body.innerText")
+
+    def upload(self, path: Path) -> None:
+        clear = self.all("#image button[aria-label=Clear]")
+        if clear:
+            clear[0].click()
+        field = self.wait(lambda: self.all("#image input[type=file]"), 30, "an empty upload field")
+        field[0].send_keys(str(path))
+        self.wait(lambda: path.name in self.text("#image").replace("\n", ""), 60, f"{path.name} uploaded")
+
+    def pick_task(self, task: str) -> None:
+        self.all("#task input")[0].click()
+        options = self.wait(lambda: self.all("ul[role=listbox] li"), 30, "the task list")
+        next(option for option in options if option.text.strip().startswith(f"{task}:")).click()
+        self.wait(lambda: "Prompt sent" in self.text("#prompt"), 30, "the prompt line")
+
+    def restore(self) -> str:
+        """Press Restore; the download link's address once the result is there."""
+        self.all("#restore")[0].click()
+        links = self.wait(lambda: self.all("#download a[href]"), REQUEST_S, "the download link")
+        return links[0].get_attribute("href")
+
+    def error_toast(self, expected: str, seconds: float = 60) -> list[str]:
+        """The lines of the error message that contains ``expected``, once it shows."""
+
+        def toast() -> list[str]:
+            texts = [element.text for element in self.all("[data-testid=toast-body]")]
+            return next((text.splitlines() for text in texts if expected in text), [])
+
+        return self.wait(toast, seconds, f"an error message with {expected!r}")
+
+    def close_toasts(self) -> None:
+        for button in self.all("[data-testid=toast-body] button, [data-testid=toast-close]"):
+            with contextlib.suppress(Exception):
+                button.click()
+
+
+def _download(url: str, destination: Path) -> Path:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        destination.write_bytes(response.read())
+    return destination
+
+
+def _model_tasks(model: Path) -> dict[str, str]:
+    import json
+
+    return dict(json.loads((model / "model_index.json").read_text())["tasks"])
+
+
+def test_page_restores_an_uploaded_crop_and_offers_the_full_resolution_png(demo, browser, tmp_path):
+    prepared = demo.model.parents[1] / "data" / "prepared"
+    lq_path, gt_path = _example(prepared)
+    page = Page(browser, demo.url)
+    page.upload(lq_path)
+    lq = read_image(lq_path)
+    page.wait(lambda: f"Input: {lq.width}×{lq.height}" in page.text("#info"), 60, "the input's description")
+    page.pick_task(TASK)
+    assert page.text("#prompt") == f'Prompt sent: "{_model_tasks(demo.model)[TASK]}"'
+    restored = read_image(_download(page.restore(), tmp_path / "restored.png"))
+    assert (restored.height, restored.width) == (lq.height, lq.width)
+    assert (restored.channels, restored.bit_depth) == (lq.channels, lq.bit_depth)
+    gt = read_image(gt_path).rgb
+    psnr_in, psnr_out = _psnr(lq.rgb, gt), _psnr(restored.rgb, gt)
+    assert psnr_out > psnr_in, (
+        f"restored {psnr_out:.2f} dB is not closer to the clean crop than {psnr_in:.2f} dB"
+    )
+    assert page.all("#slider img") and page.all("#restored img")
+    assert re.search(r"prompt \"[^\"]+\"; \d+ step\(s\), seed \d+; [\d.]+ s", page.text("#summary"))
+    browser.execute_script("window.scrollTo(0, 0)")
+    browser.save_screenshot(str(tmp_path / "demo.png"))
+    if os.environ.get("UNILDIFF_DEMO_SCREENSHOT"):
+        shutil.copyfile(tmp_path / "demo.png", os.environ["UNILDIFF_DEMO_SCREENSHOT"])
+
+
+def test_a_corrupt_upload_is_explained_and_the_next_request_succeeds(demo, browser, tmp_path):
+    prepared = demo.model.parents[1] / "data" / "prepared"
+    lq_path, _ = _example(prepared)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    page = Page(browser, demo.url)
+    page.upload(corrupt)
+    expected = "cannot read image corrupt.png"
+    page.wait(lambda: expected in page.text("#info"), 60, "the upload's error line")
+    assert page.text("#info").startswith("error: ")
+    page.all("#restore")[0].click()
+    assert any(line.startswith(expected) for line in page.error_toast(expected))
+    assert demo.process.poll() is None, "the server stopped after a corrupt upload"
+    page.close_toasts()
+    page.upload(lq_path)
+    page.wait(lambda: not page.all("#download a[href]"), 30, "the previous result to clear")
+    restored = read_image(_download(page.restore(), tmp_path / "restored.png"))
+    assert (restored.height, restored.width) == read_image(lq_path).rgb.shape[:2]
+
+
+def test_an_untrained_setting_is_refused_with_the_clis_message(demo, browser, tmp_path):
+    from selenium.webdriver.common.keys import Keys
+
+    prepared = demo.model.parents[1] / "data" / "prepared"
+    lq_path, _ = _example(prepared)
+    steps = "50"  # at the recorded LQ start strength this adds denoising steps the model never trained at
+    command = ["unildiff", "restore", str(lq_path), "-o", str(tmp_path / "out"), "--model", str(demo.model),
+               "--task", TASK, "--steps", steps]  # fmt: skip
+    completed = subprocess.run(
+        command, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=900, check=False
+    )
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
+    assert lines, completed.stderr
+    message = lines[0].removeprefix("error: ")
+    page = Page(browser, demo.url)
+    page.upload(lq_path)
+    page.pick_task(TASK)
+    page.all("#advanced")[0].click()
+    field = page.wait(
+        lambda: [e for e in page.all("#steps input") if e.is_displayed()], 30, "the steps field"
+    )
+    field[0].send_keys(Keys.CONTROL, "a")
+    field[0].send_keys(steps, Keys.TAB)
+    page.all("#restore")[0].click()
+    assert message in page.error_toast(message, REQUEST_S)  # the whole line, nothing added
+    assert not page.all("#download a[href]")
+
+
+def test_api_matches_unildiff_restore_and_queues_one_request_at_a_time(demo, tmp_path):
+    from gradio_client import Client, handle_file
+    from gradio_client.utils import Status
+
+    prepared = demo.model.parents[1] / "data" / "prepared"
+    lq_path, _ = _example(prepared)
+    client = Client(demo.url, verbose=False, download_files=str(tmp_path / "api"))
+    first = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=3, api_name="/restore")
+    second = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=4, api_name="/restore")
+    _, _, download, summary = first.result(timeout=REQUEST_S)
+    second.result(timeout=REQUEST_S)
+    assert "seed 3" in summary
+    run(["unildiff", "restore", str(lq_path), "-o", str(tmp_path / "cli"), "--model", str(demo.model),
+         "--task", TASK, "--seed", "3"], tmp_path, timeout=900)  # fmt: skip
+    cli = read_image(tmp_path / "cli" / lq_path.name)
+    api = read_image(download)
+    assert api.rgb.shape == cli.rgb.shape and np.array_equal(api.rgb, cli.rgb)
+
+    def updates(job) -> list:
+        queue, found = job.communicator.updates, []
+        while not queue.empty():
+            update = queue.get_nowait()
+            if hasattr(update, "code"):
+                found.append(update)
+        return found
+
+    statuses = {name: updates(job) for name, job in (("first", first), ("second", second))}
+
+    def moment(name: str, code) -> float:
+        return next(update.time for update in statuses[name] if update.code == code).timestamp()
+
+    earlier, later = sorted(statuses, key=lambda name: moment(name, Status.PROCESSING))
+    assert moment(later, Status.PROCESSING) >= moment(earlier, Status.FINISHED), "two requests ran at once"
+    waiting = [u for u in statuses[later] if u.code == Status.IN_QUEUE and u.rank is not None]
+    assert waiting and waiting[0].time.timestamp() < moment(earlier, Status.FINISHED)
+    progress = [
+        u.progress_data[0] for u in statuses[earlier] if u.code == Status.PROGRESS and u.progress_data
+    ]
+    assert progress and progress[-1].index == progress[-1].length, "no progress over the graph calls"
