@@ -48,7 +48,7 @@ CHROMIUM_FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1400,1000",
+    "--window-size=1400,1200",
 )
 STARTUP_S = 900
 """How long the server may take to print its address (imports and model loading on a busy 2-core host)."""

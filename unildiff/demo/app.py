@@ -10,7 +10,9 @@ server keeps serving.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,17 @@ COLOR_FIXES = ["none", "wavelet", "adain", "adaptive"]
 
 ERROR_SECONDS = None
 """How long an error message stays in the page: until the user closes it."""
+
+KEEP_SECONDS = 3600
+"""Results older than this are deleted (the demo's folder and Gradio's cache alike)."""
+
+
+def _prune(folder: Path, seconds: float = KEEP_SECONDS) -> None:
+    """Delete the request folders in ``folder`` older than ``seconds``."""
+    limit = time.time() - seconds
+    for request in folder.iterdir():
+        if request.is_dir() and request.stat().st_mtime < limit:
+            shutil.rmtree(request, ignore_errors=True)
 
 
 def _prompt_line(task: str, tasks: dict[str, str]) -> str:
@@ -109,13 +122,15 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
                 detail_fix_radius=detail_fix_radius,
                 detail_fix_wide_radius=detail_fix_wide_radius,
             )
+            _prune(output_dir)
             folder = Path(tempfile.mkdtemp(dir=output_dir))
             result = restore_upload(pipe, image, task, settings, folder, max_pixels, callback)
         except UniLDiffError as error:
             raise gr.Error(str(error), duration=ERROR_SECONDS, print_exception=False) from None
         return (result.before, result.after), result.after, str(result.download), result.summary
 
-    with gr.Blocks(title="UniLDiff", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    cache = (KEEP_SECONDS, KEEP_SECONDS)  # (how often, how old): Gradio deletes old uploads and results
+    with gr.Blocks(title="UniLDiff", analytics_enabled=False, delete_cache=cache) as demo:
         gr.Markdown(
             "# UniLDiff\nAll-in-one image restoration. Upload an image (PNG, JPEG, WebP, 16-bit PNG, "
             "RGBA, greyscale) or pick an example, choose its task and press **Restore**."
@@ -159,7 +174,7 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
                 restored = gr.Image(
                     label="Restored", format="png", interactive=False, height=240, elem_id="restored"
                 )
-                download = gr.File(label="Download (full-resolution PNG)", height=80, elem_id="download")
+                download = gr.File(label="Download (full-resolution PNG)", elem_id="download")
                 summary = gr.Markdown(label="Summary", elem_id="summary")
         if examples:
             gr.Examples(
