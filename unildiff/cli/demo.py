@@ -12,6 +12,8 @@ from unildiff import paths
 from unildiff.cli._errors import reported_errors
 from unildiff.imageio import DEFAULT_MAX_PIXELS
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""Host names that only this machine reaches."""
 AUTH_ENV = "UNILDIFF_DEMO_AUTH"
 """Environment variable read for ``--auth`` (keeps the password out of the process list)."""
 
@@ -87,6 +89,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo(
                     f"UniLDiff demo on {url} (model {model}; {len(crops)} example(s)); Ctrl+C stops it"
                 )
+                if host not in LOOPBACK and login is None:
+                    typer.echo(
+                        f"warning: --host {host} lets the network reach the page without a login "
+                        f"(set --auth or ${AUTH_ENV}; docs/demo.md)",
+                        err=True,
+                    )
                 try:
                     page.block_thread()
                 finally:
