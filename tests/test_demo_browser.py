@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.smoke_repo import run
 from unildiff.data.manifest import read_manifest
-from unildiff.imageio import read_image
+from unildiff.imageio import LoadedImage, read_image
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +57,26 @@ TASK = "denoise_50"
 """The example's task: the smoke set's noisiest crops, where the check against the input has room."""
 
 
+REPO_ENV = "UNILDIFF_DEMO_REPO"
+"""A repository with a trained model and its prepared data (e.g. ``.`` after the tiny ``dvc repro``) to
+run these tests on instead of the smoke run."""
+
+
 @dataclass
 class Demo:
-    """A running ``unildiff demo``."""
+    """A running ``unildiff demo`` on the model of ``repo``."""
 
     url: str
     process: subprocess.Popen
-    log: Path
-    model: Path
+    repo: Path
+
+    @property
+    def model(self) -> Path:
+        return self.repo / "models" / "unildiff"
+
+    @property
+    def prepared(self) -> Path:
+        return self.repo / "data" / "prepared"
 
 
 def _free_port() -> int:
@@ -82,14 +93,15 @@ def _environment() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def demo(smoke_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
-    """``unildiff demo`` on the smoke model, on a free loopback port; stopped after the module."""
+def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """``unildiff demo`` on the smoke model (or ``$UNILDIFF_DEMO_REPO``'s), on a free loopback port."""
+    given = os.environ.get(REPO_ENV)
+    repo = Path(given).resolve() if given else request.getfixturevalue("smoke_pipeline")
     folder = tmp_path_factory.mktemp("demo")
     log = folder / "demo.log"
-    model = smoke_pipeline / "models" / "unildiff"
     command = [
-        "unildiff", "demo", "--model", str(model), "--examples", str(smoke_pipeline / "data" / "prepared"),
-        "--port", str(_free_port()),
+        "unildiff", "demo", "--model", str(repo / "models" / "unildiff"),
+        "--examples", str(repo / "data" / "prepared"), "--port", str(_free_port()),
     ]  # fmt: skip
     with log.open("w") as stream:
         process = subprocess.Popen(
@@ -103,7 +115,7 @@ def demo(smoke_pipeline: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
             if time.monotonic() > deadline:
                 pytest.fail(f"unildiff demo printed no address in {STARTUP_S} s:\n{log.read_text()[-4000:]}")
             time.sleep(1)
-        yield Demo(found.group(1).rstrip("/") + "/", process, log, model)
+        yield Demo(found.group(1).rstrip("/") + "/", process, repo)
     finally:
         process.terminate()
         try:
@@ -220,6 +232,41 @@ def _download(url: str, destination: Path) -> Path:
     return destination
 
 
+def _unildiff(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the ``unildiff`` command as a user does; its output is kept for the assertions."""
+    return subprocess.run(
+        ["unildiff", *arguments], cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=900,
+        check=False,
+    )  # fmt: skip
+
+
+def _cli_restore(demo: Demo, lq_path: Path, output: Path, *flags: str) -> LoadedImage:
+    """``unildiff restore`` of ``lq_path`` with ``--task TASK`` and ``flags``: the image it writes."""
+    arguments = [str(lq_path), "-o", str(output), "--model", str(demo.model), "--task", TASK, *flags]
+    completed = _unildiff("restore", *arguments, cwd=output.parent)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return read_image(output / lq_path.name)
+
+
+def _evaluation_beats_input(repo: Path, task: str) -> bool:
+    """Whether the ``evaluate`` stage measured the model above its input on ``task`` (PSNR).
+
+    The smoke model (a few training steps) is far below its inputs (about 11 dB against 15 to 25), so
+    on it the page is checked to give exactly what the pipeline gives; on a model that restores (the
+    tiny preset: every task above its input) the page's result must be closer to the clean crop too.
+    """
+    import json
+
+    metrics = repo / "reports" / "metrics.json"
+    if not metrics.is_file():
+        return False
+    values = json.loads(metrics.read_text())
+    scores = [
+        values.get(key, {}).get("per_task", {}).get(task, {}).get("psnr") for key in ("input", "restored")
+    ]
+    return None not in scores and scores[1] > scores[0]
+
+
 def _model_tasks(model: Path) -> dict[str, str]:
     import json
 
@@ -227,8 +274,7 @@ def _model_tasks(model: Path) -> dict[str, str]:
 
 
 def test_page_restores_an_uploaded_crop_and_offers_the_full_resolution_png(demo, browser, tmp_path):
-    prepared = demo.model.parents[1] / "data" / "prepared"
-    lq_path, gt_path = _example(prepared)
+    lq_path, gt_path = _example(demo.prepared)
     page = Page(browser, demo.url)
     page.upload(lq_path)
     lq = read_image(lq_path)
@@ -238,11 +284,15 @@ def test_page_restores_an_uploaded_crop_and_offers_the_full_resolution_png(demo,
     restored = read_image(_download(page.restore(), tmp_path / "restored.png"))
     assert (restored.height, restored.width) == (lq.height, lq.width)
     assert (restored.channels, restored.bit_depth) == (lq.channels, lq.bit_depth)
+    cli = _cli_restore(demo, lq_path, tmp_path / "cli")  # the recorded settings, as the page's
+    assert np.array_equal(restored.rgb, cli.rgb), "the page's PNG differs from `unildiff restore`'s"
     gt = read_image(gt_path).rgb
     psnr_in, psnr_out = _psnr(lq.rgb, gt), _psnr(restored.rgb, gt)
-    assert psnr_out > psnr_in, (
-        f"restored {psnr_out:.2f} dB is not closer to the clean crop than {psnr_in:.2f} dB"
-    )
+    print(f"{lq_path.name}: input {psnr_in:.2f} dB, restored in the page {psnr_out:.2f} dB")
+    if _evaluation_beats_input(demo.repo, TASK):
+        assert psnr_out > psnr_in, (
+            f"restored {psnr_out:.2f} dB, not closer to the clean crop than {psnr_in:.2f}"
+        )
     assert page.all("#slider img") and page.all("#restored img")
     assert re.search(r"prompt \"[^\"]+\"; \d+ step\(s\), seed \d+; [\d.]+ s", page.text("#summary"))
     browser.execute_script("window.scrollTo(0, 0)")
@@ -252,8 +302,7 @@ def test_page_restores_an_uploaded_crop_and_offers_the_full_resolution_png(demo,
 
 
 def test_a_corrupt_upload_is_explained_and_the_next_request_succeeds(demo, browser, tmp_path):
-    prepared = demo.model.parents[1] / "data" / "prepared"
-    lq_path, _ = _example(prepared)
+    lq_path, _ = _example(demo.prepared)
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     page = Page(browser, demo.url)
@@ -274,18 +323,15 @@ def test_a_corrupt_upload_is_explained_and_the_next_request_succeeds(demo, brows
 def test_an_untrained_setting_is_refused_with_the_clis_message(demo, browser, tmp_path):
     from selenium.webdriver.common.keys import Keys
 
-    prepared = demo.model.parents[1] / "data" / "prepared"
-    lq_path, _ = _example(prepared)
-    steps = "50"  # at the recorded LQ start strength this adds denoising steps the model never trained at
-    command = ["unildiff", "restore", str(lq_path), "-o", str(tmp_path / "out"), "--model", str(demo.model),
-               "--task", TASK, "--steps", steps]  # fmt: skip
-    completed = subprocess.run(
-        command, cwd=tmp_path, env=_environment(), capture_output=True, text=True, timeout=900, check=False
-    )
+    lq_path, _ = _example(demo.prepared)
+    steps = "50"  # a schedule that does not start at the model's trained start step alone
+    arguments = [str(lq_path), "-o", str(tmp_path / "out"), "--model", str(demo.model), "--task", TASK]
+    completed = _unildiff("restore", *arguments, "--steps", steps, cwd=tmp_path)
     assert completed.returncode == 1, completed.stdout + completed.stderr
     lines = [line for line in completed.stderr.splitlines() if line.startswith("error: ")]
     assert lines, completed.stderr
     message = lines[0].removeprefix("error: ")
+    assert f"steps={steps}" in message, message
     page = Page(browser, demo.url)
     page.upload(lq_path)
     page.pick_task(TASK)
@@ -304,17 +350,14 @@ def test_api_matches_unildiff_restore_and_queues_one_request_at_a_time(demo, tmp
     from gradio_client import Client, handle_file
     from gradio_client.utils import Status
 
-    prepared = demo.model.parents[1] / "data" / "prepared"
-    lq_path, _ = _example(prepared)
+    lq_path, _ = _example(demo.prepared)
     client = Client(demo.url, verbose=False, download_files=str(tmp_path / "api"))
     first = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=3, api_name="/restore")
     second = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=4, api_name="/restore")
     _, _, download, summary = first.result(timeout=REQUEST_S)
     second.result(timeout=REQUEST_S)
     assert "seed 3" in summary
-    run(["unildiff", "restore", str(lq_path), "-o", str(tmp_path / "cli"), "--model", str(demo.model),
-         "--task", TASK, "--seed", "3"], tmp_path, timeout=900)  # fmt: skip
-    cli = read_image(tmp_path / "cli" / lq_path.name)
+    cli = _cli_restore(demo, lq_path, tmp_path / "cli", "--seed", "3")
     api = read_image(download)
     assert api.rgb.shape == cli.rgb.shape and np.array_equal(api.rgb, cli.rgb)
 
