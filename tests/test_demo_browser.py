@@ -294,7 +294,7 @@ def test_page_restores_an_uploaded_crop_and_offers_the_full_resolution_png(demo,
             f"restored {psnr_out:.2f} dB, not closer to the clean crop than {psnr_in:.2f}"
         )
     assert page.all("#slider img") and page.all("#restored img")
-    assert re.search(r"prompt \"[^\"]+\"; \d+ step\(s\), seed \d+; [\d.]+ s", page.text("#summary"))
+    assert re.search(r"prompt \"[^\"]+\"; steps \d+, seed \d+; [\d.]+ s", page.text("#summary"))
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(tmp_path / "demo.png"))
     if os.environ.get("UNILDIFF_DEMO_SCREENSHOT"):

@@ -179,5 +179,5 @@ def restore_upload(
     download = write_image(Path(output_dir) / f"{Path(path).stem}_restored.png", restored, like=image)
     seconds = time.perf_counter() - started
     sent = f'prompt "{prompt}"' if prompt else "no prompt (blind)"
-    summary = f"{describe(image)}; {sent}; {settings.steps} step(s), seed {settings.seed}; {seconds:.1f} s"
+    summary = f"{describe(image)}; {sent}; steps {settings.steps}, seed {settings.seed}; {seconds:.1f} s"
     return Restoration(display_copy(image.rgb), display_copy(restored), download, summary)
