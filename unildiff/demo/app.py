@@ -188,9 +188,14 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
             inputs=image,
             outputs=[preview, info, slider, restored, download, summary],
             api_visibility="private",
+            show_progress="hidden",
         )
         task.change(
-            lambda name: _prompt_line(name, tasks), inputs=task, outputs=prompt, api_visibility="private"
+            lambda name: _prompt_line(name, tasks),
+            inputs=task,
+            outputs=prompt,
+            api_visibility="private",
+            show_progress="hidden",
         )
         settings = [
             steps,
