@@ -390,3 +390,35 @@ def test_api_matches_unildiff_restore_and_queues_one_request_at_a_time(demo, tmp
         u.progress_data[0] for u in statuses[earlier] if u.code == Status.PROGRESS and u.progress_data
     ]
     assert progress[-1].index == progress[-1].length > 0, "no progress over the graph calls"
+
+
+def _listening_addresses(pid: int) -> list[str]:
+    """``address:port`` of every listening TCP socket of process ``pid`` (Linux ``/proc``)."""
+    inodes = set()
+    for link in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(link)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            if width == 8:
+                host = socket.inet_ntop(socket.AF_INET, raw[::-1])
+            else:
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                host = socket.inet_ntop(socket.AF_INET6, words)
+            found.append(f"{host}:{int(port, 16)}")
+    return found
+
+
+def test_the_server_listens_on_loopback_only(demo):
+    addresses = _listening_addresses(demo.process.pid)
+    port = demo.url.rstrip("/").rsplit(":", 1)[1]
+    assert f"127.0.0.1:{port}" in addresses
+    assert all(address.startswith("127.0.0.1:") for address in addresses), addresses
