@@ -353,19 +353,28 @@ def test_an_untrained_setting_is_refused_with_the_clis_message(demo, browser, tm
 
 
 def test_api_matches_unildiff_restore_and_queues_one_request_at_a_time(demo, tmp_path):
+    import cv2
     from gradio_client import Client, handle_file
     from gradio_client.utils import Status
 
     lq_path, _ = _example(demo.prepared)
+    # A photo-sized image (tiled by the recorded automatic tiling) keeps the first request busy while
+    # the second one waits in the queue.
+    large = tmp_path / "large.png"
+    cv2.imwrite(str(large), np.tile(cv2.imread(str(lq_path)), (16, 16, 1)))
     client = Client(demo.url, verbose=False, download_files=str(tmp_path / "api"))
-    first = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=3, api_name="/restore")
+    first = client.submit(image=handle_file(str(large)), task=TASK, seed=3, api_name="/restore")
+    deadline = time.monotonic() + REQUEST_S
+    while first.status().code not in (Status.PROCESSING, Status.PROGRESS, Status.FINISHED):
+        assert time.monotonic() < deadline, f"the first request never started: {first.status()}"
+        time.sleep(0.05)
     second = client.submit(image=handle_file(str(lq_path)), task=TASK, seed=4, api_name="/restore")
     _, _, download, summary = first.result(timeout=REQUEST_S)
     second.result(timeout=REQUEST_S)
     assert "seed 3" in summary
-    cli = _cli_restore(demo, lq_path, tmp_path / "cli", "--seed", "3")
+    cli = _cli_restore(demo, large, tmp_path / "cli", "--seed", "3")
     api = read_image(download)
-    assert api.rgb.shape == cli.rgb.shape and np.array_equal(api.rgb, cli.rgb)
+    assert api.rgb.shape == cli.rgb.shape and np.array_equal(api.rgb, cli.rgb), "API and CLI differ"
 
     def updates(job) -> list:
         queue, found = job.communicator.updates, []
@@ -380,16 +389,19 @@ def test_api_matches_unildiff_restore_and_queues_one_request_at_a_time(demo, tmp
     def moments(name: str, code) -> list[float]:
         return [update.time.timestamp() for update in statuses[name] if update.code == code]
 
-    # The times are the client's, so the order is judged on the progress messages: every graph call of
-    # the request that ran second reports after the last one of the first (at once they would interleave).
-    earlier, later = sorted(statuses, key=lambda name: min(moments(name, Status.PROGRESS)))
-    assert max(moments(earlier, Status.PROGRESS)) < min(moments(later, Status.PROGRESS)), "two ran at once"
-    waiting = [u for u in statuses[later] if u.code == Status.IN_QUEUE and u.rank is not None]
-    assert waiting and waiting[0].time.timestamp() < max(moments(earlier, Status.PROGRESS))
-    progress = [
-        u.progress_data[0] for u in statuses[earlier] if u.code == Status.PROGRESS and u.progress_data
+    # The times are the client's, so the order is judged on the progress messages: the second request
+    # joined the queue while the first was reporting progress, and each of its graph calls reports
+    # after the first request's last one (run at once, they would interleave).
+    joined = [
+        u.time.timestamp() for u in statuses["second"] if u.code == Status.IN_QUEUE and u.rank is not None
     ]
-    assert progress[-1].index == progress[-1].length > 0, "no progress over the graph calls"
+    first_progress, second_progress = moments("first", Status.PROGRESS), moments("second", Status.PROGRESS)
+    assert joined and min(first_progress) < joined[0] < max(first_progress), "the second request never waited"
+    assert max(first_progress) < min(second_progress), "two requests ran at once"
+    progress = [
+        u.progress_data[0] for u in statuses["first"] if u.code == Status.PROGRESS and u.progress_data
+    ]
+    assert len(progress) > 1 and progress[-1].index == progress[-1].length, "no progress over the graph calls"
 
 
 def _listening_addresses(pid: int) -> list[str]:
