@@ -34,6 +34,19 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def keep_onnxruntime_local() -> None:
+    """Turn off ONNX Runtime's usage reports, which its native library sends about a minute after it loads.
+
+    Loading a pipeline imports ONNX Runtime (diffusers looks it up); a long-running server would then
+    resolve and contact Microsoft's telemetry host. The demo keeps everything on this machine.
+    """
+    try:
+        import onnxruntime
+    except ImportError:
+        return
+    onnxruntime.disable_telemetry_events()
+
+
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to ``app``."""
 
@@ -76,6 +89,7 @@ def register(app: typer.Typer) -> None:
             from unildiff import UniLDiffPipeline
             from unildiff.demo.examples import example_crops
 
+            keep_onnxruntime_local()
             pipe = UniLDiffPipeline.from_pretrained(model).to(device)
             crops = example_crops(examples, pipe.tasks)
             with tempfile.TemporaryDirectory(prefix="unildiff-demo-") as folder:
