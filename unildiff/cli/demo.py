@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -35,16 +36,13 @@ def parse_auth(value: str | None) -> tuple[str, str] | None:
 
 
 def keep_onnxruntime_local() -> None:
-    """Turn off ONNX Runtime's usage reports, which its native library sends about a minute after it loads.
+    """Turn off ONNX Runtime's usage reports before it loads (``ORT_DISABLE_TELEMETRY``).
 
-    Loading a pipeline imports ONNX Runtime (diffusers looks it up); a long-running server would then
-    resolve and contact Microsoft's telemetry host. The demo keeps everything on this machine.
+    Loading a pipeline imports ONNX Runtime (diffusers looks it up), whose native library otherwise
+    resolves and contacts Microsoft's telemetry host about a minute later; the demo runs for hours and
+    keeps everything on this machine.
     """
-    try:
-        import onnxruntime
-    except ImportError:
-        return
-    onnxruntime.disable_telemetry_events()
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 
 def register(app: typer.Typer) -> None:
