@@ -18,7 +18,9 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 SMOKE_BUILD_MODULE = "test_dvc_pipeline.py"
 """The module whose tests build the session's smoke run (:func:`smoke_pipeline`) and read it."""
-SMOKE_MODULES = frozenset({SMOKE_BUILD_MODULE, "test_dvc_exp_run.py", "test_dvc_exp_sdxl.py"})
+SMOKE_MODULES = frozenset(
+    {SMOKE_BUILD_MODULE, "test_dvc_exp_run.py", "test_dvc_exp_sdxl.py", "test_demo_browser.py"}
+)
 """The test modules that read the smoke run; the ones other than the build module run last."""
 LATE_SCOPE = "after_smoke::"
 """Scheduling units that start from the smoke run: handed out last, one at a time to an idle worker."""
