@@ -23,6 +23,7 @@ COPIED = (
     "stages",
     "unildiff",
     "presets",
+    "data/raw/builtin",  # data.root of the built-in source: a dependency of prepare
 )
 
 
