@@ -19,7 +19,7 @@ from unildiff.data import validate_remedies
 from unildiff.data.config import DataConfig
 from unildiff.data.manifest import read_manifest
 from unildiff.data.prepare import prepare_dataset
-from unildiff.data.validate import validate_prepared
+from unildiff.data.validate import validate_prepared, write_reports
 from unildiff.data.validate_config import ContentRules, ValidateConfig
 from unildiff.data.validate_remedies import Remedy
 from unildiff.errors import DataError
@@ -107,8 +107,11 @@ def test_failures_name_their_threshold_key_and_what_to_fix(prepared: Path, tmp_p
     # the evidence stays: pair ids (per-pair checks) and the group (split / count checks)
     assert "pair_id=train-derain-00000" in _part(message, "gt is flat")
     assert "split=val, task=denoise_15" in _part(message, "too few pairs")
-    # every outcome, passed or failed, carries its remedy (the HTML report lists it beside each check)
+    # every outcome, passed or failed, carries its remedy, and the HTML report lists it beside each check
     assert all(outcome.remedy for outcome in report.outcomes)
+    write_reports(report, tmp_path / "validation.json", tmp_path / "validation.html")
+    page = (tmp_path / "validation.html").read_text()
+    assert page.count("threshold validate.content.gt_min_channel_std; fix the data") == 2  # failure + table
 
 
 def test_a_drifted_group_names_the_distribution_keys(prepared: Path, tmp_path: Path) -> None:
