@@ -1,4 +1,4 @@
-"""DVC stage ``export``: trained weights → export/onnx/*.onnx (+ graphs.json) and export/parity.json."""
+"""DVC stage ``export``: the model folder → export/onnx/*.onnx (+ graphs.json) and export/parity.json."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ from stages import run_stage
 from unildiff import paths
 from unildiff.export.config import ExportConfig
 from unildiff.export.parity import export_and_check
-from unildiff.models.bundle import load_trained_model
 from unildiff.params import load_section
-from unildiff.pipeline import SamplingConfig
+from unildiff.pipeline_unildiff import UniLDiffPipeline
 
 
 def main() -> None:
     config = load_section("export", ExportConfig)
-    sampling = load_section("sampling", SamplingConfig)
-    model = load_trained_model(paths.PRIOR, paths.STAGE1B, paths.STAGE2)
-    report = export_and_check(model, paths.PREPARED, paths.ONNX, paths.PARITY, sampling, config)
+    pipeline = UniLDiffPipeline.from_pretrained(paths.MODEL)
+    report = export_and_check(pipeline, paths.PREPARED, paths.ONNX, paths.PARITY, config)
     for name, graph in report["graphs"].items():
         print(f"{name:>15}: max |onnx - torch| = {graph['max_abs_diff']:.2e}")
     print(f"end-to-end PSNR(ORT, torch) >= {report['end_to_end']['min_psnr_db']} dB")

@@ -10,12 +10,14 @@ LIVE = paths.live("stage1a")
 
 def main() -> None:
     from unildiff.models.config import DAFFConfig
+    from unildiff.start import StartConfig
     from unildiff.training.config import Stage1aConfig, TrainConfig
     from unildiff.training.launch import relaunch_with_accelerate
 
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage1a", Stage1aConfig, params)
+    start = load_section("start", StartConfig, params)
     daff_config = load_section("daff", DAFFConfig, params)
     if relaunch_with_accelerate(train_config, "stages.stage1a"):
         return
@@ -44,7 +46,8 @@ def main() -> None:
         return
     inputs_key = digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE)
     result = train_stage1a(
-        prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+        prior, lq_encoder, daff, cache, config, start, train_config, CHECKPOINTS, LIVE, accelerator,
+        inputs_key,
     )
     trained = full_weight_modules(accelerator, {"daff": daff})  # every process: FSDP gathers
     if accelerator.is_main_process:

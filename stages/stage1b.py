@@ -9,12 +9,14 @@ LIVE = paths.live("stage1b")
 
 
 def main() -> None:
+    from unildiff.start import StartConfig
     from unildiff.training.config import Stage1bConfig, TrainConfig
     from unildiff.training.launch import relaunch_with_accelerate
 
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage1b", Stage1bConfig, params)
+    start = load_section("start", StartConfig, params)
     if relaunch_with_accelerate(train_config, "stages.stage1b"):
         return
     from unildiff.errors import MissingArtifactError
@@ -39,7 +41,8 @@ def main() -> None:
         digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE) + digest_directory(paths.STAGE1A)
     )
     result = train_stage1b(
-        prior, lq_encoder, daff, cache, config, train_config, CHECKPOINTS, LIVE, accelerator, inputs_key
+        prior, lq_encoder, daff, cache, config, start, train_config, CHECKPOINTS, LIVE, accelerator,
+        inputs_key,
     )
     modules = {"lq_encoder": lq_encoder, "daff": daff, "unet": prior.unet}
     trained = full_weight_modules(accelerator, modules)  # every process: FSDP gathers

@@ -10,14 +10,15 @@ LIVE = paths.live("stage2")
 
 def main() -> None:
     from unildiff.models.config import DAEMConfig
-    from unildiff.training.config import Stage1bConfig, Stage2Config, TrainConfig
+    from unildiff.start import StartConfig
+    from unildiff.training.config import Stage2Config, TrainConfig
     from unildiff.training.launch import relaunch_with_accelerate
 
     params = read_params()
     train_config = load_section("train", TrainConfig, params)
     config = load_section("stage2", Stage2Config, params)
-    stage1b = load_section("stage1b", Stage1bConfig, params)
-    start_timestep = stage1b.lq_start_timestep if stage1b.lq_start_probability > 0 else None
+    start = load_section("start", StartConfig, params)
+    start_timestep = start.timestep if start.trains_lq_start else None
     daem_config = load_section("daem", DAEMConfig, params)
     if relaunch_with_accelerate(train_config, "stages.stage2"):
         return
@@ -53,7 +54,7 @@ def main() -> None:
         inputs_key,
         stage1,
         start_timestep,
-        stage1b.lq_start_noise,
+        start.noise,
     )
     trained = full_weight_modules(accelerator, {"decoder": decoder})  # every process: FSDP gathers
     if accelerator.is_main_process:

@@ -15,8 +15,9 @@ from unildiff.params import load_section, read_params
 def main() -> None:
     started = time.perf_counter()
     params = read_params()
-    setting = load_section("data", DataConfig, params).setting
-    report = validate_prepared(paths.PREPARED, setting, load_section("validate", ValidateConfig, params))
+    data = load_section("data", DataConfig, params)
+    validate = load_section("validate", ValidateConfig, params)
+    report = validate_prepared(paths.PREPARED, data.setting, validate, data.task)
     write_reports(report, paths.VALIDATION_JSON, paths.VALIDATION_HTML)
     verdict = "passed" if report.success else "FAILED"
     seconds = time.perf_counter() - started

@@ -141,3 +141,14 @@ def copy_pipeline(source: Path, destination: Path) -> Path:
 
     shutil.copytree(source, destination, symlinks=True, ignore=ignore)
     return destination
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny model folder (``models/unildiff`` layout, tiny settings; tests/model_folder.py).
+
+    Tests only read it; one that changes a folder saves its own.
+    """
+    from tests.model_folder import save_tiny_folder
+
+    return save_tiny_folder(tmp_path_factory.mktemp("model") / "unildiff")

@@ -23,6 +23,7 @@ COPIED = (
     "stages",
     "unildiff",
     "presets",
+    "reports/seeds.json",  # the committed seed report, a dep of the card stage
     "data/raw/builtin",  # data.root of the built-in source: a dependency of prepare
 )
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from unildiff.bench.config import BenchConfig, bench_config_from_dict, config_description
-from unildiff.bench.isolated import ModelDirs, merge_reports, run_bench_isolated
+from unildiff.bench.isolated import merge_reports, run_bench_isolated
 from unildiff.bench.run import PhotoBench, run_bench, write_bench
 from unildiff.bench.timing import count_flops, measure
 from unildiff.errors import BackendUnavailableError, ConfigError, MissingArtifactError
@@ -53,15 +53,19 @@ def test_bench_config_names_bad_params():
 def test_bench_writes_a_well_formed_report(tmp_path):
     from tests.test_export_onnx import tiny_model
     from unildiff.pipeline import SamplingConfig
+    from unildiff.pipeline_unildiff import pipeline_from_model
+    from unildiff.start import StartConfig
 
     config = BenchConfig(
         sizes=(32,), steps=(4,), repeats=2, warmup=0, backends=("torch", "onnxruntime", "tensorrt")
     )
-    sampling = SamplingConfig(steps=4, cfg=5.0, start="lq", strength=0.5, tile_overlap=8, auto_tile=16)
+    sampling = SamplingConfig(steps=4, cfg=5.0, tile_overlap=8, auto_tile=16)
+    # SDEdit from t = 251: the model's own schedule (the photo row) runs 2 of SDXL's 4 leading steps
+    # (751, 501, 251, 1); the size rows start from noise and run all 4.
+    start = StartConfig(mode="lq", timestep=251, noise=1.0, training_fraction=0.5)
     report = run_bench(
-        tiny_model(),
-        config,
-        sampling,  # runs 2 of the 4 steps; the photo (40x24) is tiled automatically, the sizes are not
+        pipeline_from_model(tiny_model(), sampling, start),
+        config,  # the photo (40x24) is tiled automatically, the sizes are not
         onnx_dir=tmp_path / "missing",
         engine_dir=tmp_path / "engines",
         photo=PhotoBench(width=40, height=24),
@@ -76,12 +80,13 @@ def test_bench_writes_a_well_formed_report(tmp_path):
         assert result["median_ms"] > 0 and result["flops_per_call"] > 0 and result["peak_memory_mb"] > 0
         assert result["achieved_gflops_per_s"] > 0
     end_to_end = loaded["end_to_end"]["torch"]["32px_4steps"]
-    assert end_to_end["graph_calls"] == 1 + 2 + 1 + 1  # encode, 2 denoise steps, decode, prompt encoding
-    assert end_to_end["denoiser_calls"] == 2  # FLOPs count the steps that ran, not the schedule's length
+    assert end_to_end["graph_calls"] == 1 + 4 + 1 + 1  # encode, 4 denoise steps, decode, prompt encoding
+    assert end_to_end["denoiser_calls"] == 4  # FLOPs count the steps that ran
     assert 0 <= end_to_end["loop_overhead_percent"] < 100
+    assert loaded["sampling"]["start"]["timestep"] == 251 and "noise" in loaded["sampling"]["timing_rows"]
     assert end_to_end["flops_per_image_graphs"] == (
         row["lq_encoder"]["flops_per_call"]
-        + 2 * row["denoiser_step_cfg"]["flops_per_call"]
+        + 4 * row["denoiser_step_cfg"]["flops_per_call"]
         + row["decoder"]["flops_per_call"]
     )
     assert set(loaded["photo"]) == {"torch"}
@@ -192,17 +197,16 @@ def test_merged_rounds_report_the_median_round_and_pair_the_speedups():
     assert merged["speedup_vs_torch_rounds"]["onnxruntime"] == {"32px_2steps": [1.5, 3.0, 4.0]}
 
 
-def test_isolated_bench_names_the_stage_of_missing_weights(tmp_path):
-    dirs = ModelDirs(prior=tmp_path / "prior", stage1=tmp_path / "stage1b", stage2=tmp_path / "stage2")
-    with pytest.raises(MissingArtifactError, match="run `dvc repro prior`"):
+def test_isolated_bench_names_the_stage_of_a_missing_model(tmp_path):
+    with pytest.raises(MissingArtifactError, match="run `dvc repro package`"):
         run_bench_isolated(
-            dirs, BenchConfig(), None, onnx_dir=tmp_path / "onnx", engine_dir=tmp_path / "engines"
+            tmp_path / "unildiff", BenchConfig(), onnx_dir=tmp_path / "onnx", engine_dir=tmp_path / "engines"
         )
 
 
 def test_rounds_need_process_isolation(tmp_path):
     with pytest.raises(ConfigError, match="bench.rounds=2 needs one process per backend"):
-        run_bench(None, BenchConfig(rounds=2), None, onnx_dir=tmp_path, engine_dir=tmp_path)
+        run_bench(None, BenchConfig(rounds=2), onnx_dir=tmp_path, engine_dir=tmp_path)
 
 
 def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path, monkeypatch):
@@ -211,7 +215,6 @@ def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path
     import subprocess
 
     import unildiff.bench.isolated as isolated
-    from unildiff.pipeline import SamplingConfig
 
     launched = []
 
@@ -222,13 +225,13 @@ def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path
         Path(request["report"]).write_text(json.dumps(_backend_report(backend, 100.0)))
         return subprocess.CompletedProcess(command, 0)
 
-    monkeypatch.setattr(isolated, "require_trained_model", lambda *folders: None)
     monkeypatch.setattr(isolated.subprocess, "run", fake_worker)
-    dirs = ModelDirs(prior=tmp_path / "prior", stage1=tmp_path / "stage1b", stage2=tmp_path / "stage2")
+    model = tmp_path / "unildiff"
+    model.mkdir()
+    (model / "model_index.json").write_text("{}")
     report = run_bench_isolated(
-        dirs,
+        model,
         BenchConfig(device="cpu"),
-        SamplingConfig(),
         onnx_dir=tmp_path / "onnx",
         engine_dir=tmp_path / "engines",
     )
@@ -237,6 +240,6 @@ def test_isolated_bench_starts_no_process_for_a_backend_that_cannot_run(tmp_path
     assert "runs on CUDA only" in report["skipped"]["tensorrt"]
     with pytest.raises(BackendUnavailableError, match="no backend of bench.backends can run here .tensorrt:"):
         run_bench_isolated(
-            dirs, BenchConfig(backends=("tensorrt",)), None, onnx_dir=tmp_path, engine_dir=tmp_path
+            model, BenchConfig(backends=("tensorrt",)), onnx_dir=tmp_path, engine_dir=tmp_path
         )
     assert launched == ["torch", "onnxruntime"]

@@ -94,7 +94,7 @@ def test_stage2_lambda2_reaches_stage2_and_keeps_the_other_params(pipeline: Path
     assert params["stage2"]["lambda2"] == 0.02
     assert params["train"]["mixed_precision"] == "fp32"  # a str after DVC's YAML 1.2 round trip
     assert _stale(pipeline) == _stale_after(before, ran)
-    assert {"evaluate", "export", "bench"} <= _stale(pipeline)
+    assert "package" in _stale(pipeline)  # the model folder, which evaluate, export and bench read
     # The stage trained with the new λ2: its logged loss is l1 + λ1(1 − SSIM) + λ2·L_aux (eq. of stage 2).
     logged = json.loads((pipeline / "dvclive/stage2/metrics.json").read_text())
     assert abs(logged["aux_loss"]) * 0.01 > 1e-5  # λ2 0.01 and 0.02 give distinguishable losses

@@ -56,3 +56,40 @@ def test_bench_timed_each_backend_in_its_own_process(smoke_repo: Path) -> None:
     for backend in ("torch", "onnxruntime"):
         assert report["end_to_end"][backend]["32px_2steps"]["median_ms"] > 0
     assert report["speedup_vs_torch"]["onnxruntime"]["32px_2steps"] > 0
+
+
+def _comparable(report: dict) -> dict:
+    """A bench report without what a second run measures differently (times, memory, host load)."""
+    timed = {
+        "median_ms",
+        "images_per_s",
+        "loop_overhead_percent",
+        "achieved_gflops_per_s",
+        "seconds_per_megapixel",
+    }
+    timed |= {"peak_memory_mb", "median_ms_rounds", "min_ms", "max_ms", "mean_ms", "std_ms", "iqr_ms"}
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {
+                key: strip(item) for key, item in value.items() if key not in timed and "speedup" not in key
+            }
+        return value
+
+    return strip({key: value for key, value in report.items() if key != "host"})
+
+
+def test_bench_cli_writes_the_stage_report_for_the_same_inputs(smoke_repo: Path, tmp_path: Path) -> None:
+    """`unildiff bench` with the `bench` params as flags gives the stage's report (timings aside): both
+    open the model folder and restore with its recorded settings."""
+    params = yaml.safe_load((smoke_repo / "params.yaml").read_text())["bench"]
+    flags = [f"--size={size}" for size in params["sizes"]] + [f"--steps={steps}" for steps in params["steps"]]
+    flags += [f"--backend={backend}" for backend in params["backends"]]
+    for name in ("repeats", "rounds", "warmup", "photo_width", "photo_height", "photo_repeats"):
+        flags.append(f"--{name.replace('_', '-')}={params[name]}")
+    output = tmp_path / "bench.json"
+    run(["unildiff", "bench", *flags, "--output", str(output)], smoke_repo)
+    stage = json.loads((smoke_repo / "reports" / "bench.json").read_text())
+    cli = json.loads(output.read_text())
+    assert cli["sampling"]["start"] == stage["sampling"]["start"] and cli["sampling"]["cfg"] == 1.0
+    assert _comparable(cli) == _comparable(stage)

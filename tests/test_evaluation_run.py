@@ -13,8 +13,6 @@ from unildiff.cli import app
 from unildiff.data.manifest import ManifestRow, manifest_text
 from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
 from unildiff.evaluation.reports import write_reports
-from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
-from unildiff.pipeline import SamplingConfig
 
 
 def _prepared(folder):
@@ -46,16 +44,13 @@ def _prepared(folder):
     return folder
 
 
-def test_evaluate_writes_every_variant_and_skips_learned_metrics(tmp_path, monkeypatch):
-    from unildiff.models.bundle import build_model
-    from unildiff.models.prior import build_tiny_prior
+def test_evaluate_writes_every_variant_and_skips_learned_metrics(tmp_path, monkeypatch, tiny_model_folder):
+    from unildiff import UniLDiffPipeline
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))
-    model = build_model(build_tiny_prior(PriorConfig(), seed=0), DAFFConfig(), DAEMConfig())
+    pipeline = UniLDiffPipeline.from_pretrained(tiny_model_folder)
     config = EvaluateConfig(metrics=("psnr", "ssim", "lpips"), max_images=2, grid_images=1)
-    result = evaluate_model(
-        model, _prepared(tmp_path / "prepared"), SamplingConfig(steps=2), config, show_progress=False
-    )
+    result = evaluate_model(pipeline, _prepared(tmp_path / "prepared"), config, show_progress=False)
     payload = write_reports(result, tmp_path / "reports")
     assert set(payload) >= {"input", "restored", "no_prompt", "plain_decoder", "seconds_per_image", "skipped"}
     assert payload["num_images"] == 2 and sorted(payload["restored"]["per_task"]) == ["haze", "rain"]
@@ -65,67 +60,39 @@ def test_evaluate_writes_every_variant_and_skips_learned_metrics(tmp_path, monke
     assert (tmp_path / "reports" / "grids" / "rain.png").is_file()
 
 
-def test_cli_evaluate_unknown_metric_and_missing_weights(tmp_path):
+def test_cli_evaluate_unknown_metric_and_missing_model(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["evaluate", "--metric", "fid", "--prior", str(tmp_path)])
+    result = runner.invoke(app, ["evaluate", "--metric", "fid", "--model", str(tmp_path)])
     assert result.exit_code == 1 and "unknown metric 'fid'" in result.output and "psnr" in result.output
-    result = runner.invoke(app, ["evaluate", "--prior", str(tmp_path), "--stage1", str(tmp_path / "none")])
-    assert result.exit_code == 1 and "dvc repro" in result.output
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "dvc repro package" in result.output
     result = runner.invoke(app, ["evaluate", "--split", "train"])
     assert result.exit_code == 1 and "split must be 'val' or 'test'" in result.output
 
 
-def test_cli_restore_missing_weights_names_the_stage(tmp_path):
+def test_cli_restore_missing_model_names_the_stage(tmp_path):
     image = tmp_path / "a.png"
     cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
     result = CliRunner().invoke(
-        app, ["restore", str(image), "-o", str(tmp_path / "out"), "--prior", str(tmp_path / "no_prior")]
+        app, ["restore", str(image), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "no_model")]
     )
-    assert result.exit_code == 1 and "dvc repro" in result.output and "no_prior" in result.output
+    assert result.exit_code == 1 and "dvc repro package" in result.output and "no_model" in result.output
     result = CliRunner().invoke(
-        app,
-        [
-            "restore",
-            str(image),
-            "-o",
-            str(tmp_path / "out"),
-            "--prior",
-            str(tmp_path),
-            "--stage1",
-            str(tmp_path / "nothing"),
-        ],
+        app, ["restore", str(image), "-o", str(tmp_path / "out"), "--model", str(tmp_path)]
     )
-    assert result.exit_code == 1 and "dvc repro stage1b" in result.output
+    assert result.exit_code == 1 and "no model_index.json" in result.output
+    assert not (tmp_path / "out").exists()
 
 
-def test_cli_evaluate_samples_with_the_recorded_settings_unless_a_flag_overrides(tmp_path):
-    from unildiff.models.bundle import build_model
-    from unildiff.models.prior import build_tiny_prior, save_prior
-    from unildiff.restore import write_sampling_record
-
-    model = build_model(build_tiny_prior(PriorConfig(), seed=0), DAFFConfig(), DAEMConfig())
-    save_prior(model.prior, tmp_path / "prior")
-    for name in ("lq_encoder", "daff", "unet"):
-        getattr(model, name).save_pretrained(tmp_path / "stage1b" / name)
-    model.decoder.save_pretrained(tmp_path / "stage2" / "decoder")
-    record = write_sampling_record(
-        SamplingConfig(steps=1, cfg=1.0, start="noise", seed=3), tmp_path / "sampling.json"
-    )
+def test_cli_evaluate_samples_with_the_model_settings(tmp_path, tiny_model_folder):
     arguments = [
         "evaluate",
         "--prepared", str(_prepared(tmp_path / "prepared")),
         "--reports", str(tmp_path / "reports"),
         "--metric", "psnr",
         "--max-images", "1",
-        "--prior", str(tmp_path / "prior"),
-        "--stage1", str(tmp_path / "stage1b"),
-        "--stage2", str(tmp_path / "stage2"),
-        "--sampling-record", str(record),
+        "--model", str(tiny_model_folder),
     ]  # fmt: skip
-    result = CliRunner().invoke(app, [*arguments, "--seed", "5"])
+    result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 0, result.output
-    assert "steps=1," in result.output and "cfg=1.0," in result.output and "start=noise," in result.output
-    assert "seed=5 (flag)" in result.output
-    result = CliRunner().invoke(app, [*arguments[:-1], str(tmp_path / "no_record.json")])
-    assert result.exit_code == 1 and "no_record.json" in result.output
-    assert "dvc repro evaluate" in result.output
+    assert json.loads((tmp_path / "reports" / "metrics.json").read_text())["num_images"] == 1

@@ -156,6 +156,7 @@ def test_text_encoders_match_torch(exported):
 def test_ort_pipeline_restores_like_torch(exported):
     from unildiff.models.text import encode_prompt
     from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
+    from unildiff.start import StartConfig
 
     onnx_dir, model, graphs, lq = exported
     config = SamplingConfig(steps=3, cfg=5.0)
@@ -166,6 +167,7 @@ def test_ort_pipeline_restores_like_torch(exported):
             functools.partial(encode_prompt, model.prior),
             make_scheduler(config.scheduler, model.prior.scheduler.config),
             config,
+            StartConfig(mode="lq", timestep=999, noise=1.0),  # SDEdit from the LQ latent, every step
         )
         results.append(pipeline(lq[:1], "remove noise", torch.Generator().manual_seed(0)))
     assert results[0].shape == (1, 3, 64, 64)
@@ -176,11 +178,11 @@ def test_ort_pipeline_restores_like_torch(exported):
 def test_bench_times_onnxruntime_against_torch(exported, tmp_path):
     from unildiff.bench.config import BenchConfig
     from unildiff.bench.run import run_bench
-    from unildiff.pipeline import SamplingConfig
+    from unildiff.pipeline_unildiff import pipeline_from_model
 
     onnx_dir, model, _, _ = exported
     config = BenchConfig(sizes=(32,), steps=(2,), repeats=1, warmup=0, backends=("torch", "onnxruntime"))
-    report = run_bench(model, config, SamplingConfig(), onnx_dir=onnx_dir, engine_dir=tmp_path)
+    report = run_bench(pipeline_from_model(model), config, onnx_dir=onnx_dir, engine_dir=tmp_path)
     assert report["skipped"] == {}
     torch_row = report["components"]["torch"]["32px"]["denoiser_step_cfg"]
     ort_row = report["components"]["onnxruntime"]["32px"]["denoiser_step_cfg"]

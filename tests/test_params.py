@@ -21,6 +21,7 @@ from unildiff.gate import GateConfig
 from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.params import build, load_section, parse_yaml, read_params
 from unildiff.pipeline import SamplingConfig
+from unildiff.start import StartConfig
 from unildiff.training.config import (
     PriorTrainConfig,
     Stage1aConfig,
@@ -41,6 +42,7 @@ SECTIONS = {
     "stage1a": Stage1aConfig,
     "stage1b": Stage1bConfig,
     "stage2": Stage2Config,
+    "start": StartConfig,
     "sampling": SamplingConfig,
     "evaluate": EvaluateConfig,
     "gate": GateConfig,

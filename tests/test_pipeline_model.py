@@ -7,6 +7,10 @@ import torch
 
 from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.pipeline import RestorationPipeline, SamplingConfig
+from unildiff.start import StartConfig
+
+#: The LQ latent noised to the first timestep of the whole schedule (SDEdit at strength 1).
+SDEDIT = StartConfig(mode="lq", timestep=999, noise=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def _lq(height, width):
 
 
 def test_restores_odd_size_in_range_and_seed_reproduces(tiny_model):
-    pipeline = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2, start="noise"))
+    pipeline = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2), StartConfig())
     assert pipeline.pixel_multiple == 8  # tiny: VAE factor 4 x UNet down-sampling 2 x DAFF patch 1
     lq = _lq(20, 27)
     first = pipeline(lq, "remove rain", torch.Generator().manual_seed(5))
@@ -37,7 +41,7 @@ def test_restores_odd_size_in_range_and_seed_reproduces(tiny_model):
 
 
 def test_cfg_batch_equals_two_separate_passes_through_the_real_denoiser(tiny_model):
-    pipeline = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2, cfg=5.0))
+    pipeline = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2, cfg=5.0), SDEDIT)
     encoding = pipeline.graphs.encode_lq(_lq(32, 32))
     latent = torch.randn(encoding.lq_latent.shape, generator=torch.Generator().manual_seed(3))
     timestep = torch.tensor(700.0)
@@ -59,25 +63,26 @@ def test_cfg_batch_equals_two_separate_passes_through_the_real_denoiser(tiny_mod
 
 def test_tiled_equals_untiled_when_the_image_fits_one_tile(tiny_model):
     lq = _lq(32, 48)
-    untiled = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2))(lq, "remove rain")
-    tiled = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2, tile=48, tile_overlap=16))(
-        lq, "remove rain"
-    )
+    untiled = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2), SDEDIT)(lq, "remove rain")
+    tiled = RestorationPipeline.from_model(
+        tiny_model, SamplingConfig(steps=2, tile=48, tile_overlap=16), SDEDIT
+    )(lq, "remove rain")
     assert torch.equal(tiled, untiled)
-    many = RestorationPipeline.from_model(tiny_model, SamplingConfig(steps=2, tile=32, tile_overlap=16))(
-        lq, "remove rain"
-    )
+    many = RestorationPipeline.from_model(
+        tiny_model, SamplingConfig(steps=2, tile=32, tile_overlap=16), SDEDIT
+    )(lq, "remove rain")
     assert many.shape == lq.shape and torch.isfinite(many).all()
 
 
 def test_plain_decoder_ablation_runs_on_shared_modules(tiny_model):
     config = SamplingConfig(steps=2)
-    daem = RestorationPipeline.from_model(tiny_model, config)
+    daem = RestorationPipeline.from_model(tiny_model, config, SDEDIT)
     plain = RestorationPipeline(
         daem.graphs.with_plain_decoder(),
         daem.prompt_encoder,
         daem.scheduler.__class__.from_config(daem.scheduler.config),
         config,
+        SDEDIT,
     )
     lq = _lq(16, 16)
     plain_image, daem_image = plain(lq, "remove rain"), daem(lq, "remove rain")
@@ -94,10 +99,12 @@ def test_half_precision_graphs_restore_close_to_fp32(tiny_model):
 
     config = SamplingConfig(steps=2)
     lq = _lq(16, 16)
-    reference = RestorationPipeline.from_model(tiny_model, config)(lq, "remove rain")
+    reference = RestorationPipeline.from_model(tiny_model, config, SDEDIT)(lq, "remove rain")
     model = copy.deepcopy(tiny_model)
-    fp32 = RestorationPipeline.from_model(model, config)
-    half = RestorationPipeline.with_prior(CastGraphs(fp32.graphs, torch.bfloat16), model.prior, config)
+    fp32 = RestorationPipeline.from_model(model, config, SDEDIT)
+    half = RestorationPipeline.with_prior(
+        CastGraphs(fp32.graphs, torch.bfloat16), model.prior, config, SDEDIT
+    )
     restored = half(lq, "remove rain")
     assert next(model.unet.parameters()).dtype == next(model.decoder.parameters()).dtype == torch.bfloat16
     assert restored.dtype == torch.float32 and restored.shape == lq.shape

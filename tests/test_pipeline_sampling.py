@@ -9,6 +9,10 @@ from torch import nn
 from unildiff.backends import LQEncoding
 from unildiff.models.config import SDXL_SCHEDULER
 from unildiff.pipeline import RestorationPipeline, SamplingConfig, make_scheduler
+from unildiff.start import StartConfig
+
+#: The LQ latent noised to the first timestep of the whole schedule (SDEdit at strength 1).
+SDEDIT = StartConfig(mode="lq", timestep=999, noise=1.0)
 
 
 class LocalGraphs:
@@ -54,10 +58,10 @@ def encode_prompt(prompts):
     return embeds, pooled
 
 
-def make_pipeline(graphs=None, **overrides):
+def make_pipeline(graphs=None, start=SDEDIT, **overrides):
     config = SamplingConfig(**{"steps": 3, **overrides})
     scheduler = make_scheduler(config.scheduler, SDXL_SCHEDULER)
-    return RestorationPipeline(graphs or LocalGraphs(), encode_prompt, scheduler, config)
+    return RestorationPipeline(graphs or LocalGraphs(), encode_prompt, scheduler, config, start)
 
 
 def lq_image(height, width, seed=1):
@@ -73,7 +77,7 @@ def test_any_size_comes_back_in_range_and_size():
 
 
 def test_seed_reproduces_and_changes_output():
-    pipeline = make_pipeline(start="noise")
+    pipeline = make_pipeline(start=StartConfig(mode="noise"))
     lq = lq_image(32, 32)
     first = pipeline(lq, "remove rain", torch.Generator().manual_seed(3))
     again = pipeline(lq, "remove rain", torch.Generator().manual_seed(3))
@@ -121,10 +125,24 @@ def test_tiled_equals_untiled_on_one_tile_and_on_many():
     assert torch.allclose(many, untiled, atol=1e-4)
 
 
-def test_lq_start_with_partial_strength_runs_fewer_steps():
+def test_lq_start_runs_the_timesteps_at_or_below_its_start():
     graphs = LocalGraphs()
-    make_pipeline(graphs, steps=10, strength=0.3, cfg=1.0)(lq_image(16, 16), "remove rain")
+    pipeline = make_pipeline(graphs, StartConfig(mode="lq", timestep=201, noise=1.0), steps=10, cfg=1.0)
+    pipeline(lq_image(16, 16), "remove rain")
     assert len(graphs.denoise_batches) == 3
+    assert pipeline.timesteps() == [201, 101, 1]  # SDXL's leading 10-step schedule: 901, 801, ..., 1
+    between = make_pipeline(graphs, StartConfig(mode="lq", timestep=250, noise=1.0), steps=10)
+    assert between.timesteps() == [201, 101, 1]  # the first schedule timestep at or below the start
+
+
+def test_lq_start_below_every_timestep_is_refused_naming_the_setting():
+    import pytest
+
+    from unildiff.errors import ConfigError
+
+    pipeline = make_pipeline(start=StartConfig(mode="lq", timestep=0, noise=1.0), steps=10)
+    with pytest.raises(ConfigError, match="start.timestep=0 is below every timestep"):
+        pipeline(lq_image(16, 16), "remove rain")
 
 
 class RecordingGraphs(LocalGraphs):
@@ -141,7 +159,7 @@ class RecordingGraphs(LocalGraphs):
 
 def test_noiseless_lq_start_feeds_the_scaled_lq_latent_whatever_the_seed():
     graphs = RecordingGraphs()
-    pipeline = make_pipeline(graphs, steps=50, strength=0.02, start_noise=0.0, cfg=1.0)
+    pipeline = make_pipeline(graphs, StartConfig(mode="lq", timestep=1, noise=0.0), steps=50, cfg=1.0)
     lq = lq_image(32, 32)
     first = pipeline(lq, "remove rain", torch.Generator().manual_seed(3))
     other = pipeline(lq, "remove rain", torch.Generator().manual_seed(4))
@@ -153,7 +171,7 @@ def test_noiseless_lq_start_feeds_the_scaled_lq_latent_whatever_the_seed():
     alpha = scheduler.alphas_cumprod[int(scheduler.timesteps[-1])]
     # The model input is √ᾱ_t · z_lq: what training's lq_start_noise = 0 feeds the denoiser.
     assert torch.allclose(graphs.samples[0], alpha.sqrt() * lq_latent, atol=1e-5)
-    noisy = make_pipeline(graphs, steps=50, strength=0.02, start_noise=1.0, cfg=1.0)
+    noisy = make_pipeline(graphs, StartConfig(mode="lq", timestep=1, noise=1.0), steps=50, cfg=1.0)
     assert not torch.equal(
         noisy(lq, "remove rain", torch.Generator().manual_seed(3)),
         noisy(lq, "remove rain", torch.Generator().manual_seed(4)),
@@ -165,5 +183,5 @@ def test_start_noise_must_be_a_fraction():
 
     from unildiff.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="sampling.start_noise"):
-        SamplingConfig(start_noise=1.5)
+    with pytest.raises(ConfigError, match="start.noise"):
+        StartConfig(mode="lq", noise=1.5)

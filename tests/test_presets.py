@@ -21,9 +21,10 @@ from tests.smoke_repo import REPO_ROOT
 from unildiff.data.config import DataConfig
 from unildiff.errors import ConfigError
 from unildiff.evaluation.evaluate import EvaluateConfig
-from unildiff.models.config import DAFFConfig, PriorConfig
+from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.params import load_section, read_params
 from unildiff.pipeline import SamplingConfig
+from unildiff.start import StartConfig
 from unildiff.training.config import Stage1aConfig, Stage1bConfig, Stage2Config, TrainConfig
 
 SDXL_PATH = "/models/stable-diffusion-xl-base-1.0"
@@ -51,6 +52,7 @@ PAPER = {
     "lambda2": 0.01,
     "stage 2 decodes": "clean",
     "DAFF (LQ normalised, LQ residual)": (False, False),
+    "DAEM routes per local window": True,
     "evaluation device": "cuda",
     "prior": ("sdxl", SDXL_PATH),
 }
@@ -95,13 +97,14 @@ def _resolve(tmp_path: Path) -> dict:
         "stage 2 global batch": global_batch(stage2),
         "sampler": sampling.scheduler,
         "sampling steps": sampling.steps,
-        "sampling start": sampling.start,
+        "sampling start": load_section("start", StartConfig, params).mode,
         "cfg": sampling.cfg,
         "fixes against the LQ (colour, detail radius)": (sampling.color_fix, sampling.detail_fix_radius),
         "prompt drop": train.prompt_dropout,
         "lambda2": stage2.lambda2,
         "stage 2 decodes": stage2.latent_source,
         "DAFF (LQ normalised, LQ residual)": (daff.normalize_lq, daff.lq_residual),
+        "DAEM routes per local window": load_section("daem", DAEMConfig, params).window > 0,
         "evaluation device": load_section("evaluate", EvaluateConfig, params).device,
         "prior": (prior.preset, prior.sdxl_path),
     }

@@ -24,6 +24,7 @@ TRAINING = {"prior", "encode_latents", "stage1a", "stage1b", "stage2"}
 SCOPE = {
     ("data.seed", 1): {"prepare"},
     ("data.setting", "aio5"): {"prepare", "validate"},
+    ("data.task", "derain"): {"prepare", "validate"},
     ("validate.min_pairs_per_task", 1): {"validate"},
     ("prior_train.vae_steps", 3): {"prior"},
     ("train.seed", 1): TRAINING,

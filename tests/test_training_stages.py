@@ -11,6 +11,7 @@ import torch
 from unildiff.errors import ConfigError, MissingArtifactError
 from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
 from unildiff.models.prior import build_tiny_prior, save_prior
+from unildiff.start import StartConfig
 from unildiff.training.batches import LatentBatches
 from unildiff.training.config import PriorTrainConfig, Stage1aConfig, Stage1bConfig, Stage2Config, TrainConfig
 from unildiff.training.latents import TrainingPairs, build_latent_cache
@@ -88,6 +89,7 @@ def test_stage1a_updates_only_daff(setup, tmp_path: Path) -> None:
         daff,
         cache,
         Stage1aConfig(steps=2, batch_size=2),
+        StartConfig(),
         TRAIN,
         tmp_path / "ckpt",
         tmp_path / "live",
@@ -113,8 +115,9 @@ def test_stage1b_updates_lq_encoder_daff_unet_with_their_lrs(setup, tmp_path: Pa
     unet_original = _snapshot(unet)
     config = Stage1bConfig(steps=2, batch_size=2, lr_lq_encoder=5e-6, lr_denoiser=1e-5)
     train_stage1b(
-        prior, lq_encoder, daff, cache, config, TRAIN, tmp_path / "ckpt", None, make_accelerator(TRAIN), "k"
-    )
+        prior, lq_encoder, daff, cache, config, StartConfig(), TRAIN, tmp_path / "ckpt", None,
+        make_accelerator(TRAIN), "k",
+    )  # fmt: skip
     assert _same(before, *frozen)
     for snapshot, module in zip(trained_before, (lq_encoder, daff, unet), strict=True):
         assert not _same(snapshot, module)

@@ -251,14 +251,20 @@ def test_lq_start_objective_feeds_the_sampler_start() -> None:
 
 
 def test_lq_start_settings_are_checked() -> None:
-    from unildiff.training.config import Stage1aConfig, Stage1bConfig
+    from unildiff.start import StartConfig
 
-    with pytest.raises(ConfigError, match="stage1b.lq_start_probability"):
-        Stage1bConfig(lq_start_probability=1.5)
-    with pytest.raises(ConfigError, match="stage1a.lq_start_timestep"):
-        Stage1aConfig(lq_start_timestep=-1)
-    with pytest.raises(ConfigError, match="stage1a.lq_start_timestep"):
-        Stage1aConfig(lq_start_timestep=True)
+    with pytest.raises(ConfigError, match="start.training_fraction"):
+        StartConfig(mode="lq", training_fraction=1.5)
+    with pytest.raises(ConfigError, match="start.timestep"):
+        StartConfig(timestep=-1)
+    with pytest.raises(ConfigError, match="start.timestep"):
+        StartConfig(timestep=True)
+    with pytest.raises(ConfigError, match="start.mode"):
+        StartConfig(mode="sdedit")
+    with pytest.raises(
+        ConfigError, match="start.training_fraction=0.5 trains an LQ start: it needs start.mode lq"
+    ):
+        StartConfig(mode="noise", training_fraction=0.5)
 
 
 def test_stage2_latents_start_from_the_noised_lq_latent() -> None:

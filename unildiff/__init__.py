@@ -22,3 +22,24 @@ class _DropMessage(logging.Filter):
 
 # Attached before diffusers imports bitsandbytes (getLogger returns the logger bitsandbytes will use).
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessage(BITSANDBYTES_KERNEL_NOTICE))
+
+#: Public names, imported on first use so that ``import unildiff`` (and ``unildiff --help``) stays fast.
+#: diffusers resolves a model folder's components by name in this namespace (model_index.json lists
+#: ``["unildiff", "DAFF"]`` etc.).
+_LAZY = {
+    "UniLDiffPipeline": "unildiff.pipeline_unildiff",
+    "UniLDiffPipelineOutput": "unildiff.pipeline_unildiff",
+    "LQEncoder": "unildiff.models.lq_encoder",
+    "DAFF": "unildiff.models.daff",
+    "DAEMDecoder": "unildiff.models.decoder",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'unildiff' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)

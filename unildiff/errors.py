@@ -19,3 +19,8 @@ class MissingArtifactError(UniLDiffError, FileNotFoundError):
 
 class BackendUnavailableError(UniLDiffError, RuntimeError):
     """A runtime (CUDA, TensorRT, onnxruntime-gpu) is not installed or not usable here."""
+
+
+class UntrainedStartError(ConfigError):
+    """A sampling request starts where the model never trained (another start timestep, noise or
+    steps). The message names the setting; ``--allow-untrained-start`` overrides it."""

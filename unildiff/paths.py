@@ -16,7 +16,8 @@ LATENT_CACHE = Path("models/cache/latents")
 STAGE1A = Path("models/stage1a")
 STAGE1B = Path("models/stage1b")
 STAGE2 = Path("models/stage2")
-SAMPLING_RECORD = Path("models/sampling.json")
+MODEL = Path("models/unildiff")
+MODEL_CARD = MODEL / "README.md"
 
 REPORTS = Path("reports")
 VALIDATION_JSON = REPORTS / "validation.json"

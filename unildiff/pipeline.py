@@ -30,8 +30,10 @@ from unildiff.colorfix import (
 from unildiff.detailfix import guided_detail_fix
 from unildiff.errors import ConfigError
 from unildiff.models.text import make_time_ids
+from unildiff.start import StartConfig
 from unildiff.tiling import (
     Padding,
+    ProgressCallback,
     Tile,
     TileBlender,
     TileProgress,
@@ -59,11 +61,6 @@ class SamplingConfig:
         scheduler: diffusers scheduler, one of :data:`SCHEDULERS`, built from the prior's scheduler config.
         steps: number of denoising steps.
         cfg: classifier-free guidance scale; ≤ 1 runs the conditional pass only.
-        start: ``lq`` (start from the LQ latent noised to ``strength``) or ``noise`` (pure noise).
-        strength: fraction of the schedule run when ``start`` is ``lq`` (1.0 = all steps).
-        start_noise: scale of the noise added to the LQ latent at an LQ start: 1 noises it to the first
-            timestep (SDEdit); 0 starts from the LQ latent itself, as one-step restorers (OSEDiff) do.
-            Use the value the denoiser was trained with (``stage1b.lq_start_noise``).
         seed: seed of the torch.Generator used when the caller passes none.
         tile: tile side in pixels (a multiple of the model's multiple); 0 = automatic (``auto_tile``).
         tile_overlap: overlap between neighbouring tiles in pixels.
@@ -86,9 +83,6 @@ class SamplingConfig:
     scheduler: str = "euler"
     steps: int = 20
     cfg: float = 5.0
-    start: str = "lq"
-    strength: float = 1.0
-    start_noise: float = 1.0
     seed: int = 0
     tile: int = 0
     tile_overlap: int = 32
@@ -109,12 +103,6 @@ class SamplingConfig:
             raise ConfigError(f"sampling.steps must be ≥ 1, got {self.steps}")
         if self.cfg < 0:
             raise ConfigError(f"sampling.cfg must be ≥ 0, got {self.cfg}")
-        if self.start not in ("lq", "noise"):
-            raise ConfigError(f"sampling.start must be 'lq' or 'noise', got {self.start!r}")
-        if not 0.0 < self.strength <= 1.0:
-            raise ConfigError(f"sampling.strength must be in (0, 1], got {self.strength}")
-        if not 0.0 <= self.start_noise <= 1.0:
-            raise ConfigError(f"sampling.start_noise must be in [0, 1], got {self.start_noise}")
         if self.tile < 0 or self.tile_overlap < 0 or self.auto_tile < 0:
             raise ConfigError("sampling.tile, sampling.tile_overlap and sampling.auto_tile must be ≥ 0")
         if self.tile_side and self.tile_overlap >= self.tile_side:
@@ -207,6 +195,8 @@ class RestorationPipeline:
         prompt_encoder: encodes prompts (stays torch on every backend).
         scheduler: a diffusers scheduler (mutated by ``set_timesteps``; one pipeline per thread).
         config: sampling settings.
+        start: where denoising starts (:class:`~unildiff.start.StartConfig`); use the start the model was
+            trained with (``UniLDiffPipeline.start``), which :meth:`UniLDiffPipeline.sampler` checks.
         pixel_multiple: padded sides are multiples of this (defaults to ``graphs.pixel_multiple``).
         show_progress: show a rich progress bar over the graph calls (tiles × steps) of each image
             when the caller passes no ``progress`` of its own.
@@ -218,6 +208,7 @@ class RestorationPipeline:
         prompt_encoder: PromptEncoder,
         scheduler,
         config: SamplingConfig,
+        start: StartConfig,
         pixel_multiple: int | None = None,
         show_progress: bool = False,
     ):
@@ -225,6 +216,7 @@ class RestorationPipeline:
         self.prompt_encoder = prompt_encoder
         self.scheduler = scheduler
         self.config = config
+        self.start = start
         self.pixel_multiple = pixel_multiple or graphs.pixel_multiple
         self.show_progress = show_progress
         for name in ("tile", "auto_tile"):
@@ -236,7 +228,13 @@ class RestorationPipeline:
 
     @classmethod
     def from_model(
-        cls, model, config: SamplingConfig, plain_decoder: bool = False, device: str | None = None, **kwargs
+        cls,
+        model,
+        config: SamplingConfig,
+        start: StartConfig,
+        plain_decoder: bool = False,
+        device: str | None = None,
+        **kwargs,
     ) -> RestorationPipeline:
         """Torch pipeline for a ``UniLDiffModel`` (``plain_decoder`` = the VAE-decoder ablation).
 
@@ -244,18 +242,18 @@ class RestorationPipeline:
         constructor.
         """
         graphs = open_backend(Backend.TORCH, model=model, device=device, plain_decoder=plain_decoder)
-        return cls.with_prior(graphs, model.prior, config, **kwargs)
+        return cls.with_prior(graphs, model.prior, config, start, **kwargs)
 
     @classmethod
     def with_prior(
-        cls, graphs: RestorationGraphs, prior, config: SamplingConfig, **kwargs
+        cls, graphs: RestorationGraphs, prior, config: SamplingConfig, start: StartConfig, **kwargs
     ) -> RestorationPipeline:
         """A pipeline on ``graphs`` (any backend) with the prior's text encoders (torch on every backend)
         and a fresh scheduler built from the prior's scheduler config; ``kwargs`` go to the constructor."""
         from unildiff.models.text import encode_prompt
 
         scheduler = make_scheduler(config.scheduler, prior.scheduler.config)
-        return cls(graphs, functools.partial(encode_prompt, prior), scheduler, config, **kwargs)
+        return cls(graphs, functools.partial(encode_prompt, prior), scheduler, config, start, **kwargs)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: str, device: torch.device) -> PromptConditioning:
@@ -307,16 +305,29 @@ class RestorationPipeline:
         return noise_uncond + self.config.cfg * (noise_cond - noise_uncond)
 
     def _timesteps(self, device: torch.device) -> torch.Tensor:
+        """Set the scheduler's ``steps``-step schedule and return the timesteps this start runs.
+
+        From noise: all of them. From the LQ latent: those ≤ ``start.timestep`` (the scheduler's begin
+        index is set to the first of them).
+        """
         self.scheduler.set_timesteps(self.config.steps, device=device)
         timesteps = self.scheduler.timesteps
-        if self.config.start == "noise" or self.config.strength >= 1.0:
+        if self.start.mode == "noise":
             return timesteps
-        order = getattr(self.scheduler, "order", 1)
-        kept = min(max(int(round(self.config.steps * self.config.strength)), 1), self.config.steps)
-        start_index = (self.config.steps - kept) * order
+        kept = (timesteps <= self.start.timestep).nonzero()
+        if not len(kept):
+            raise ConfigError(
+                f"start.timestep={self.start.timestep} is below every timestep of the "
+                f"{self.config.steps}-step schedule (the last is {int(timesteps[-1])}); raise sampling.steps"
+            )
+        start_index = int(kept[0])
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(start_index)
         return timesteps[start_index:]
+
+    def timesteps(self) -> list[int]:
+        """The denoising timesteps one restoration runs, first to last (what the start check reads)."""
+        return [int(timestep) for timestep in self._timesteps(torch.device("cpu"))]
 
     @torch.no_grad()
     def __call__(
@@ -325,6 +336,7 @@ class RestorationPipeline:
         prompt: str,
         generator: torch.Generator | None = None,
         progress: Progress | None = None,
+        callback: ProgressCallback | None = None,
     ) -> torch.Tensor:
         """Restore ``lq``.
 
@@ -334,6 +346,8 @@ class RestorationPipeline:
             generator: CPU torch.Generator for the initial noise (seeded from ``config.seed`` if None).
             progress: an active rich ``Progress`` (e.g. a bar over files) that gets a task over this
                 image's graph calls; without one, a bar of its own when ``show_progress``.
+            callback: called as ``callback(done, total, description)`` after every graph call (a web
+                page's progress bar, for example).
 
         Returns:
             The restored image, [-1, 1], (1, 3, H, W).
@@ -344,7 +358,8 @@ class RestorationPipeline:
         lq_padded, padding = pad_to_multiple(lq, self.pixel_multiple)
         height, width = lq_padded.shape[-2:]
         tiles = tile_grid(height, width, config.tile_side, config.tile_overlap, self.pixel_multiple)
-        with tile_progress(progress, self.show_progress, f"encoding {len(tiles)} tile(s)") as tracker:
+        description = f"encoding {len(tiles)} tile(s)"
+        with tile_progress(progress, self.show_progress, description, callback) as tracker:
             return self._restore(lq_padded, padding, tiles, prompt, generator, tracker)
 
     def _restore(
@@ -388,16 +403,16 @@ class RestorationPipeline:
         # 2. Encode the prompt (task prompt, and "" as the unconditional prompt)
         conditioning = self.encode_prompt(prompt, device)
 
-        # 3. Prepare the timesteps (an LQ start skips the first (1 - strength) of the schedule)
+        # 3. Prepare the timesteps (an LQ start runs those at or below start.timestep)
         timesteps = self._timesteps(device)
         tracker.set_total(len(tiles) * (len(timesteps) + 2))
 
-        # 4. Prepare the initial latents: the LQ latent (noised by start_noise) or pure noise
+        # 4. Prepare the initial latents: the LQ latent (noised by start.noise) or pure noise
         noise = torch.randn(lq_latent.shape, generator=generator, dtype=torch.float32).to(
             device, lq_latent.dtype
         )
-        if config.start == "lq":
-            latents = self.scheduler.add_noise(lq_latent, config.start_noise * noise, timesteps[:1])
+        if self.start.mode == "lq":
+            latents = self.scheduler.add_noise(lq_latent, self.start.noise * noise, timesteps[:1])
         else:
             latents = noise * self.scheduler.init_noise_sigma
 

@@ -4,88 +4,24 @@ Each output keeps its input's size and mode (RGB, RGBA with the alpha copied, gr
 is written atomically. A file that cannot be read is reported by name and skipped; the rest are still
 restored. Inputs are never overwritten.
 
-The sampling settings come from the **sampling record** that the ``evaluate`` stage writes next to the
-trained weights (``models/sampling.json``: the ``sampling`` params the weights were evaluated with, one
-key per :class:`~unildiff.pipeline.SamplingConfig` field), so ``unildiff restore`` samples as the
-pipeline did; a command-line flag overrides one setting.
+The restorations run a :class:`~unildiff.pipeline.RestorationPipeline` that the model folder built
+(``UniLDiffPipeline.sampler``), so they use the model's recorded settings unless the caller overrode one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import Progress
 
 from unildiff.data.imageio import image_to_tensor, tensor_to_image
-from unildiff.errors import ConfigError, DataError, MissingArtifactError, UniLDiffError
+from unildiff.errors import ConfigError, DataError, UniLDiffError
 from unildiff.imageio import is_supported, read_image, write_image
-from unildiff.params import build
-from unildiff.pipeline import SamplingConfig
 from unildiff.tiling import PROGRESS_COLUMNS
-from unildiff.utils.atomic import atomic_write_json
-
-#: The DVC stage that writes the sampling record.
-SAMPLING_RECORD_STAGE = "evaluate"
-
-
-def write_sampling_record(config: SamplingConfig, path: str | Path) -> Path:
-    """Write every field of ``config`` (``dataclasses.asdict``) atomically as the sampling record."""
-    return atomic_write_json(path, dataclasses.asdict(config))
-
-
-def read_sampling_record(path: str | Path) -> SamplingConfig:
-    """The :class:`SamplingConfig` recorded at ``path`` by :func:`write_sampling_record`.
-
-    Raises:
-        MissingArtifactError: no record (names the stage that writes it).
-        ConfigError: the record is not JSON, has a key :class:`SamplingConfig` does not know or lacks
-            one it has (written by another version: re-run the stage), or a value of the wrong type.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingArtifactError(
-            f"sampling record {path} is missing (run `dvc repro {SAMPLING_RECORD_STAGE}`, "
-            "which records the sampling settings of the trained weights)"
-        )
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"sampling record {path} is not valid JSON: {error}") from None
-    rerun = f"re-run `dvc repro {SAMPLING_RECORD_STAGE}` to record the current settings"
-    names = [item.name for item in dataclasses.fields(SamplingConfig)]
-    missing = [name for name in names if isinstance(values, dict) and name not in values]
-    if missing:
-        raise ConfigError(f"sampling record {path} lacks sampling.{missing[0]}; {rerun}")
-    try:
-        return build(SamplingConfig, values, "sampling")
-    except ConfigError as error:
-        raise ConfigError(f"sampling record {path}: {error}; {rerun}") from None
-
-
-def effective_sampling(recorded: SamplingConfig, overrides: Mapping[str, Any]) -> SamplingConfig:
-    """``recorded`` with every override that is not ``None`` applied (the CLI's flags)."""
-    unknown = sorted(set(overrides) - {item.name for item in dataclasses.fields(SamplingConfig)})
-    if unknown:
-        raise ConfigError(f"unknown sampling setting {unknown[0]}")
-    return dataclasses.replace(
-        recorded, **{name: value for name, value in overrides.items() if value is not None}
-    )
-
-
-def describe_sampling(config: SamplingConfig, overridden: Sequence[str] = ()) -> str:
-    """One line with every sampling setting; the ones in ``overridden`` are marked ``(flag)``."""
-    parts = [
-        f"{item.name}={getattr(config, item.name)}" + (" (flag)" if item.name in overridden else "")
-        for item in dataclasses.fields(config)
-    ]
-    return "sampling: " + ", ".join(parts)
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,10 @@ def tiled_map(
     return [blender.result() for blender in blenders]
 
 
+ProgressCallback = Callable[[int, int, str], None]
+"""``callback(done, total, description)``: called after every graph call of one image."""
+
+
 class TileProgress:
     """One progress task over the graph calls of one image: tiles × (encode + steps + decode).
 
@@ -236,21 +240,30 @@ class TileProgress:
         progress: an active rich ``Progress`` to add the task to (removed again on :meth:`close`);
             ``None`` shows nothing.
         description: the task's first description.
+        callback: also told of every call as ``callback(done, total, description)`` (``total`` is 0
+            until :meth:`set_total`).
     """
 
-    def __init__(self, progress: Progress | None, description: str):
+    def __init__(self, progress: Progress | None, description: str, callback: ProgressCallback | None = None):
         self.progress = progress
         self.task = None if progress is None else progress.add_task(description, total=None)
+        self.callback = callback
+        self.done = 0
+        self.total = 0
 
     def set_total(self, total: int) -> None:
         """The number of calls :meth:`advance` will count."""
+        self.total = total
         if self.progress is not None:
             self.progress.update(self.task, total=total)
 
     def advance(self, description: str) -> None:
         """Count one call and describe the phase (e.g. ``denoising step 1/2, tile 3/6``)."""
+        self.done += 1
         if self.progress is not None:
             self.progress.update(self.task, advance=1, description=description)
+        if self.callback is not None:
+            self.callback(self.done, max(self.total, self.done), description)
 
     def close(self) -> None:
         """Remove the task (the caller's bar over files stays)."""
@@ -259,12 +272,14 @@ class TileProgress:
 
 
 @contextlib.contextmanager
-def tile_progress(progress: Progress | None, show: bool, description: str) -> Iterator[TileProgress]:
+def tile_progress(
+    progress: Progress | None, show: bool, description: str, callback: ProgressCallback | None = None
+) -> Iterator[TileProgress]:
     """A :class:`TileProgress` on ``progress``; without one, on a transient bar of its own if ``show``."""
     with contextlib.ExitStack() as stack:
         if progress is None and show:
             progress = stack.enter_context(Progress(*PROGRESS_COLUMNS, transient=True))
-        tracker = TileProgress(progress, description)
+        tracker = TileProgress(progress, description, callback)
         try:
             yield tracker
         finally:

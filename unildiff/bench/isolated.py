@@ -6,9 +6,9 @@ state made torch's 128 px decoder take 330-450 ms instead of 110-140 ms, so the 
 and with it the reported ONNX Runtime speedup, depended on which backend ran first. Deployments run
 one backend per process, so the bench does too.
 
-The parent sends each worker a JSON request on stdin (weight folders, configs, report path); the worker
-loads the weights from safetensors, runs :func:`unildiff.bench.run.run_bench` for its one backend and
-writes its report atomically. Only JSON crosses the process boundary.
+The parent sends each worker a JSON request on stdin (the model folder, configs, report path); the worker
+loads the model with ``UniLDiffPipeline.from_pretrained``, runs :func:`unildiff.bench.run.run_bench`
+for its one backend and writes its report atomically. Only JSON crosses the process boundary.
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from unildiff.backends import check_available
 from unildiff.bench.config import BenchConfig, bench_config_from_dict, config_description
 from unildiff.bench.run import PhotoBench, speedups
-from unildiff.errors import BackendUnavailableError, UniLDiffError
-from unildiff.models.bundle import require_trained_model
+from unildiff.errors import BackendUnavailableError, MissingArtifactError, UniLDiffError
 from unildiff.utils.atomic import atomic_write_json
 
 WORKER_MODULE = "unildiff.bench.isolated"
@@ -34,22 +32,10 @@ WORKER_MODULE = "unildiff.bench.isolated"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
-@dataclass(frozen=True)
-class ModelDirs:
-    """Where the trained weights live (what ``load_trained_model`` reads)."""
-
-    prior: Path
-    stage1: Path
-    stage2: Path
-
-
-def _request(
-    model_dirs: ModelDirs, config: BenchConfig, sampling, onnx_dir, engine_dir, report, photo
-) -> dict:
+def _request(model: Path, config: BenchConfig, onnx_dir, engine_dir, report, photo) -> dict:
     return {
-        "model": {name: str(path) for name, path in dataclasses.asdict(model_dirs).items()},
+        "model": str(model),
         "bench": config_description(config),
-        "sampling": dataclasses.asdict(sampling),
         "photo": None if photo is None else dataclasses.asdict(photo),
         "onnx_dir": str(onnx_dir),
         "engine_dir": str(engine_dir),
@@ -111,9 +97,8 @@ def merge_reports(rounds: list[list[dict]]) -> dict:
 
 
 def run_bench_isolated(
-    model_dirs: ModelDirs,
+    model: Path,
     config: BenchConfig,
-    sampling,
     *,
     onnx_dir: Path,
     engine_dir: Path,
@@ -125,16 +110,16 @@ def run_bench_isolated(
     in ``rounds`` fresh processes each, and each row reports its median round.
 
     Args:
-        model_dirs: the trained weights each worker loads.
+        model: the model folder each worker loads (``models/unildiff``); the rows restore with its
+            recorded settings (see :func:`~unildiff.bench.run.run_bench`).
         config: sizes, step counts, repeats, rounds, backends, device and dtype.
-        sampling: ``SamplingConfig`` (its steps are replaced by each of ``config.steps``).
         onnx_dir: ``export/onnx`` for the onnxruntime backend.
         engine_dir: ``export/engines`` for the tensorrt backend.
         photo: the photo row (seconds per megapixel), timed in each backend's first-round process only;
             ``None`` leaves it out.
 
     Raises:
-        MissingArtifactError: a weight folder is missing (names the stage to run).
+        MissingArtifactError: the model folder is missing (names the stage to run).
         BackendUnavailableError: no backend of ``config.backends`` can run here (a backend that cannot
             is otherwise skipped, with its reason, without a process).
         UniLDiffError: a worker failed (its own error is printed above, on the shared stderr).
@@ -149,7 +134,8 @@ def run_bench_isolated(
     if not runnable:
         reasons = "; ".join(f"{name}: {reason}" for name, reason in unavailable.items())
         raise BackendUnavailableError(f"no backend of bench.backends can run here ({reasons})")
-    require_trained_model(model_dirs.prior, model_dirs.stage1, model_dirs.stage2)
+    if not (Path(model) / "model_index.json").is_file():
+        raise MissingArtifactError(f"{model} is not a UniLDiff model folder (run `dvc repro package`)")
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(PACKAGE_PARENT), environment.get("PYTHONPATH", "")])
@@ -167,9 +153,7 @@ def run_bench_isolated(
                 one_backend = dataclasses.replace(config, backends=(backend,), rounds=1)
                 # The photo row (about a minute per backend at 1 MP on 2 cores) is timed in round 1 only.
                 round_photo = photo if round_index == 0 else None
-                request = _request(
-                    model_dirs, one_backend, sampling, onnx_dir, engine_dir, report_path, round_photo
-                )
+                request = _request(model, one_backend, onnx_dir, engine_dir, report_path, round_photo)
                 completed = subprocess.run(
                     [sys.executable, "-m", WORKER_MODULE],
                     input=json.dumps(request),
@@ -196,16 +180,13 @@ def run_bench_isolated(
 def worker_main(request_text: str) -> None:
     """Run one backend's bench from a JSON request (see :func:`run_bench_isolated`)."""
     from unildiff.bench.run import run_bench
-    from unildiff.models.bundle import load_trained_model
-    from unildiff.pipeline import SamplingConfig
+    from unildiff.pipeline_unildiff import UniLDiffPipeline
 
     request = json.loads(request_text)
-    dirs = request["model"]
-    model = load_trained_model(Path(dirs["prior"]), Path(dirs["stage1"]), Path(dirs["stage2"]))
+    pipeline = UniLDiffPipeline.from_pretrained(request["model"])
     report = run_bench(
-        model,
+        pipeline,
         bench_config_from_dict(request["bench"]),
-        SamplingConfig(**request["sampling"]),
         onnx_dir=Path(request["onnx_dir"]),
         engine_dir=Path(request["engine_dir"]),
         photo=None if request.get("photo") is None else PhotoBench(**request["photo"]),

@@ -5,8 +5,13 @@ the decoder (batch 1). End to end per step count: ``RestorationPipeline`` on one
 sampling-loop overhead (wall time not spent in graph calls or prompt encoding). Every backend gets
 the same inputs (computed once by the torch graphs); FLOPs are counted once on the torch modules.
 
-The optional **photo** row (:class:`PhotoBench`) restores one 1-megapixel photo with the sampling
-settings exactly as given, automatic tiling included, and reports seconds per megapixel.
+The optional **photo** row (:class:`PhotoBench`) restores one 1-megapixel photo with the model's own
+recorded settings (``UniLDiffPipeline.sampling`` and ``start``), automatic tiling included, and reports
+seconds per megapixel.
+
+The size rows time ``bench.steps`` denoising steps each. A model trained to start from its LQ latent
+runs only the steps at or below its start timestep, so those rows start from noise instead, to run
+every step: they measure time, not quality (the report's ``sampling.timing_rows`` says so).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import functools
 import math
 import statistics
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,6 +76,13 @@ class PhotoBench:
         return f"{self.width}x{self.height}"
 
 
+def photo_bench(config: BenchConfig) -> PhotoBench | None:
+    """The photo row ``config`` asks for (``bench.photo_*``), or ``None`` when ``photo_width`` is 0."""
+    if not config.photo_width:
+        return None
+    return PhotoBench(config.photo_width, config.photo_height, config.photo_repeats)
+
+
 def open_backends(model, config: BenchConfig, onnx_dir: Path, engine_dir: Path):
     """``({backend: graphs}, {backend: reason skipped})`` for ``config.backends``.
 
@@ -119,27 +132,37 @@ def _component_inputs(reference, prompt_encoder, size: int, device: str):
     return lq, denoise, (encoding.lq_latent, encoding.skips)
 
 
+#: Overrides of the size rows for a model that starts from its LQ latent (see the module docstring).
+TIMING_ROWS_START = {"start": "noise"}
+
+
+def _sampler(pipeline, graphs, overrides: dict):
+    """``pipeline.sampler`` on ``graphs``; the size rows' noise start (timing only) is allowed silently."""
+    if not overrides.get("start"):
+        return pipeline.sampler(graphs=graphs, **overrides)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="untrained start", category=UserWarning)
+        return pipeline.sampler(graphs=graphs, allow_untrained_start=True, **overrides)
+
+
 def _time_restorations(
-    graphs, prompt_encoder, scheduler_config, sampling, lq, device: str, repeats: int, warmup=0, progress=None
-) -> tuple[float, float, TimedGraphs]:
+    pipeline, graphs, lq, device: str, repeats: int, warmup=0, progress=None, **overrides
+) -> tuple[float, float, TimedGraphs, object]:
     """Restore ``lq`` [-1, 1], (1, 3, H, W) ``warmup`` times untimed, then ``repeats`` times timed.
+
+    ``overrides`` are sampling settings of :meth:`UniLDiffPipeline.sampler` (none: the model's own).
 
     Returns:
         (median wall time in ms, median sampling-loop overhead in % of it, the :class:`TimedGraphs`
-        whose call counts are those of the last timed restoration).
+        whose call counts are those of the last timed restoration, the sampler).
     """
-    from unildiff.pipeline import RestorationPipeline, make_scheduler
-
     timed = TimedGraphs(graphs, device)
-    pipeline = RestorationPipeline(
-        timed,
-        timed.timed_prompt_encoder(prompt_encoder),
-        make_scheduler(sampling.scheduler, scheduler_config),
-        sampling,
-    )
+    sampler = _sampler(pipeline, timed, overrides)
+    sampler.prompt_encoder = timed.timed_prompt_encoder(sampler.prompt_encoder)
+    seed = sampler.config.seed
 
     def run():
-        return pipeline(lq, PROMPT, torch.Generator().manual_seed(sampling.seed), progress=progress)
+        return sampler(lq, PROMPT, torch.Generator().manual_seed(seed), progress=progress)
 
     with torch.no_grad():
         for _ in range(warmup):
@@ -154,13 +177,13 @@ def _time_restorations(
             total = time.perf_counter() - start
             totals.append(total * 1000.0)
             overheads.append(100.0 * (total - timed.seconds) / total)
-    return statistics.median(totals), statistics.median(overheads), timed
+    return statistics.median(totals), statistics.median(overheads), timed, sampler
 
 
-def _end_to_end(graphs, prompt_encoder, scheduler_config, sampling, lq, config: BenchConfig) -> dict:
-    """One row of ``end_to_end``: ``lq`` restored with ``sampling`` (untiled), warm-up first."""
-    median, overhead, timed = _time_restorations(
-        graphs, prompt_encoder, scheduler_config, sampling, lq, config.device, config.repeats, config.warmup
+def _end_to_end(pipeline, graphs, lq, config: BenchConfig, overrides: dict) -> dict:
+    """One row of ``end_to_end``: ``lq`` restored with ``overrides`` (untiled), warm-up first."""
+    median, overhead, timed, _ = _time_restorations(
+        pipeline, graphs, lq, config.device, config.repeats, config.warmup, **overrides
     )
     return {
         "median_ms": round(median, 3),
@@ -179,15 +202,16 @@ def photo_image(photo: PhotoBench, device: str) -> torch.Tensor:
     return (image * 2 - 1).to(device)
 
 
-def _photo(graphs, prompt_encoder, scheduler_config, sampling, photo: PhotoBench, device: str, progress):
-    """Restore the photo ``photo.repeats`` times with ``sampling`` as given (tiling included)."""
+def _photo(pipeline, graphs, photo: PhotoBench, device: str, progress):
+    """Restore the photo ``photo.repeats`` times with the model's own settings (tiling included)."""
     from unildiff.tiling import pad_to_multiple, tile_grid
 
+    sampling = pipeline.sampling
     lq = photo_image(photo, device)
     padded, _ = pad_to_multiple(lq, graphs.pixel_multiple)
     tiles = tile_grid(*padded.shape[-2:], sampling.tile_side, sampling.tile_overlap, graphs.pixel_multiple)
-    median, overhead, timed = _time_restorations(
-        graphs, prompt_encoder, scheduler_config, sampling, lq, device, photo.repeats, progress=progress
+    median, overhead, timed, _ = _time_restorations(
+        pipeline, graphs, lq, device, photo.repeats, progress=progress
     )
     megapixels = photo.width * photo.height / 1e6
     return {
@@ -219,9 +243,8 @@ def _call_decode(graphs, latents, skips):
 
 
 def run_bench(
-    model,
+    pipeline,
     config: BenchConfig,
-    sampling,
     *,
     onnx_dir: Path,
     engine_dir: Path,
@@ -230,10 +253,10 @@ def run_bench(
     """Benchmark ``model`` on every backend of ``config`` (see the module docstring).
 
     Args:
-        model: ``UniLDiffModel`` (eval mode); moved to ``config.device``.
+        pipeline: the model (:class:`~unildiff.pipeline_unildiff.UniLDiffPipeline`); moved to
+            ``config.device``. The size rows replace its steps by each of ``config.steps`` and never
+            tile; the photo row restores with its settings as recorded.
         config: sizes, step counts, repeats, backends, device and dtype.
-        sampling: ``SamplingConfig``. The size rows replace its steps by each of ``config.steps`` and
-            never tile; the photo row uses it as given.
         onnx_dir: ``export/onnx`` for the onnxruntime backend.
         engine_dir: ``export/engines`` for the tensorrt backend.
         photo: the photo row, timed last in each backend's process (its peak RSS bounds the whole
@@ -252,10 +275,11 @@ def run_bench(
             "`unildiff bench --isolate`)"
         )
     device = config.device
-    model.to(device).eval()
-    model.prior.unet.to(device).eval()
+    pipeline.to(device)
+    model = pipeline.model
     reference = open_backend(Backend.TORCH, model=model, device=device)
     prompt_encoder = functools.partial(encode_prompt, model.prior)
+    row_overrides = TIMING_ROWS_START if pipeline.start.mode == "lq" else {}
     opened, skipped = open_backends(model, config, onnx_dir, engine_dir)
     components: dict = {name: {} for name in opened}
     end_to_end: dict = {name: {} for name in opened}
@@ -284,10 +308,8 @@ def run_bench(
                     row[name] = ComponentResult.from_timing(timing, images, flops[name]).to_dict()
                     progress.advance(task)
                 for steps in config.steps:
-                    step_sampling = dataclasses.replace(sampling, steps=steps, tile=0, auto_tile=0)
-                    result = _end_to_end(
-                        graphs, prompt_encoder, model.prior.scheduler.config, step_sampling, lq, config
-                    )
+                    overrides = {**row_overrides, "steps": steps, "tile": 0, "auto_tile": 0}
+                    result = _end_to_end(pipeline, graphs, lq, config, overrides)
                     denoiser_flops = result["denoiser_calls"] * flops["denoiser_step_cfg"]
                     graph_flops = flops["lq_encoder"] + denoiser_flops + flops["decoder"]
                     result["flops_per_image_graphs"] = graph_flops
@@ -298,18 +320,20 @@ def run_bench(
         if photo is not None:
             for backend, graphs in opened.items():
                 progress.update(task, description=f"bench: {backend} photo {photo.key}")
-                scheduler_config = model.prior.scheduler.config
-                row = _photo(graphs, prompt_encoder, scheduler_config, sampling, photo, device, progress)
+                row = _photo(pipeline, graphs, photo, device, progress)
                 photos[backend] = {photo.key: row}
                 progress.advance(task)
     report = {
         "host": host_description(device),
         "config": config_description(config),
         "sampling": {
-            "scheduler": sampling.scheduler,
-            "cfg": sampling.cfg,
-            "start": sampling.start,
-            "strength": sampling.strength,
+            **dataclasses.asdict(pipeline.sampling),
+            "start": dataclasses.asdict(pipeline.start),
+            "timing_rows": (
+                "start from noise so that every step runs (time, not quality)"
+                if row_overrides
+                else "as recorded"
+            ),
         },
         "components": components,
         "end_to_end": end_to_end,

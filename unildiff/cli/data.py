@@ -15,7 +15,10 @@ from unildiff.cli._errors import reported_errors
 
 
 def prepare(
-    setting: Annotated[str, typer.Option(help="aio3 | aio5 | cdd11 | custom")] = "aio3",
+    setting: Annotated[
+        str, typer.Option(help="aio3 | aio5 | cdd11 | custom | single | autodir | udc")
+    ] = "aio3",
+    task: Annotated[str, typer.Option(help="the one task of --setting single (e.g. derain)")] = "",
     source: Annotated[str, typer.Option(help="builtin (photos in installed packages) | folder")] = "builtin",
     root: Annotated[Path, typer.Option(help="dataset root for --source folder")] = paths.RAW,
     output: Annotated[Path, typer.Option(help="prepared dir (replaced atomically)")] = paths.PREPARED,
@@ -32,6 +35,7 @@ def prepare(
     with reported_errors():
         config = DataConfig(
             setting=setting,
+            task=task,
             source=source,
             root=root,
             train_pairs_per_task=train_pairs_per_task,
@@ -45,6 +49,7 @@ def prepare(
 
 def validate(
     setting: Annotated[str, typer.Option(help="the setting the prepared dir was made for")] = "aio3",
+    task: Annotated[str, typer.Option(help="its task, for --setting single")] = "",
     prepared: Annotated[Path, typer.Option(help="prepared dir to check")] = paths.PREPARED,
     min_pairs_per_task: Annotated[int, typer.Option(help="minimum pairs per task and split")] = 2,
     reports: Annotated[Path, typer.Option(help="folder for validation.json and .html")] = paths.REPORTS,
@@ -54,7 +59,9 @@ def validate(
     from unildiff.data.validate_config import ValidateConfig
 
     with reported_errors():
-        report = validate_prepared(prepared, setting, ValidateConfig(min_pairs_per_task=min_pairs_per_task))
+        report = validate_prepared(
+            prepared, setting, ValidateConfig(min_pairs_per_task=min_pairs_per_task), task
+        )
         write_reports(report, reports / "validation.json", reports / "validation.html")
         typer.echo(
             f"validation {'passed' if report.success else 'FAILED'}: {report.pairs} pairs -> {reports}"

@@ -9,11 +9,7 @@ import typer
 
 from unildiff import paths
 from unildiff.cli._errors import reported_errors
-from unildiff.cli.restore import RECORDED
-
-PriorOption = Annotated[Path, typer.Option(help="Prior folder.")]
-Stage1Option = Annotated[Path, typer.Option(help="Stage-1 weights.")]
-Stage2Option = Annotated[Path, typer.Option(help="Stage-2 weights.")]
+from unildiff.cli.restore import ModelOption
 
 
 def read_gate_config(params_file: Path):
@@ -35,24 +31,14 @@ def register(app: typer.Typer) -> None:
         y_channel: Annotated[bool, typer.Option(help="PSNR/SSIM on the Y channel.")] = False,
         max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
         split: Annotated[str, typer.Option(help="test (the reports) | val (tuning).")] = "test",
-        steps: Annotated[int | None, typer.Option(help=f"Denoising steps ({RECORDED}).")] = None,
-        cfg: Annotated[
-            float | None, typer.Option(help=f"Classifier-free guidance scale ({RECORDED}).")
-        ] = None,
-        seed: Annotated[int | None, typer.Option(help=f"Seed ({RECORDED}).")] = None,
-        sampling_record: Annotated[
-            Path, typer.Option(help="Sampling settings recorded with the weights (evaluate stage).")
-        ] = paths.SAMPLING_RECORD,
-        prior: PriorOption = paths.PRIOR,
-        stage1: Stage1Option = paths.STAGE1B,
-        stage2: Stage2Option = paths.STAGE2,
+        model: ModelOption = paths.MODEL,
     ) -> None:
-        """Score the model, the degraded input and the ablations on a split (test); write reports/."""
+        """Score the model (with its recorded settings), the degraded input and the ablations on a split
+        (test); write reports/."""
         with reported_errors():
             from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
             from unildiff.evaluation.reports import write_reports
-            from unildiff.models.bundle import load_trained_model, require_trained_model
-            from unildiff.restore import describe_sampling, effective_sampling, read_sampling_record
+            from unildiff.pipeline_unildiff import UniLDiffPipeline
 
             config = EvaluateConfig(
                 max_images=max_images,
@@ -60,13 +46,8 @@ def register(app: typer.Typer) -> None:
                 split=split,
                 **({"metrics": tuple(metric)} if metric else {}),
             )
-            require_trained_model(prior, stage1, stage2)  # the most upstream missing artifact first
-            flags = {"steps": steps, "cfg": cfg, "seed": seed}
-            sampling = effective_sampling(read_sampling_record(sampling_record), flags)
-            overridden = [name for name, value in flags.items() if value is not None]
-            typer.echo(f"{describe_sampling(sampling, overridden)} (from {sampling_record})")
-            model = load_trained_model(prior, stage1, stage2)
-            payload = write_reports(evaluate_model(model, prepared, sampling, config), reports)
+            pipeline = UniLDiffPipeline.from_pretrained(model)
+            payload = write_reports(evaluate_model(pipeline, prepared, config), reports)
             typer.echo(f"wrote {reports / 'metrics.json'}: restored {payload.get('restored', {}).get('avg')}")
 
     @app.command("diagnose-conditioning")
@@ -76,18 +57,16 @@ def register(app: typer.Typer) -> None:
         ] = paths.LATENT_CACHE,
         samples: Annotated[int, typer.Option(help="Cached training pairs to probe.")] = 64,
         seed: Annotated[int, typer.Option(help="Seed of the pair choice and the noise.")] = 0,
-        prior: PriorOption = paths.PRIOR,
-        stage1: Stage1Option = paths.STAGE1B,
-        stage2: Stage2Option = paths.STAGE2,
+        model: ModelOption = paths.MODEL,
     ) -> None:
         """Print the denoiser's eq.-9 noise error with f^LQ shuffled, the prompt removed and DAFF off."""
         with reported_errors():
             from unildiff.evaluation.conditioning import conditioning_usage, format_conditioning
-            from unildiff.models.bundle import load_trained_model
+            from unildiff.pipeline_unildiff import UniLDiffPipeline
             from unildiff.training.latent_shards import ShardedLatentCache
 
-            model = load_trained_model(prior, stage1, stage2)
-            rows = conditioning_usage(model, ShardedLatentCache(cache), num_samples=samples, seed=seed)
+            network = UniLDiffPipeline.from_pretrained(model).model
+            rows = conditioning_usage(network, ShardedLatentCache(cache), num_samples=samples, seed=seed)
             typer.echo(format_conditioning(rows))
 
     @app.command("check-metrics")

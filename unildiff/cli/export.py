@@ -9,6 +9,7 @@ import typer
 
 from unildiff import paths
 from unildiff.cli._errors import reported_errors
+from unildiff.cli.restore import ModelOption
 
 export_app = typer.Typer(
     help="Export the restoration graphs (ONNX; TensorRT engines on CUDA hosts).", no_args_is_help=True
@@ -20,26 +21,26 @@ def export_onnx(
     output: Annotated[Path, typer.Option(help="Folder of the ONNX graphs.")] = paths.ONNX,
     parity: Annotated[Path, typer.Option(help="Parity report (JSON).")] = paths.PARITY,
     prepared: Annotated[Path, typer.Option(help="Prepared data (test split images).")] = paths.PREPARED,
-    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = paths.PRIOR,
-    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = paths.STAGE1B,
-    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = paths.STAGE2,
+    model: ModelOption = paths.MODEL,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 18,
     dynamo: Annotated[bool, typer.Option(help="Try torch.onnx.export(dynamo=True) first.")] = True,
     parity_images: Annotated[int, typer.Option(help="Test images in the parity report.")] = 2,
-    parity_steps: Annotated[int, typer.Option(help="Sampling steps of the end-to-end parity.")] = 4,
+    parity_steps: Annotated[
+        int, typer.Option(help="Steps of the end-to-end parity of a model that starts from noise.")
+    ] = 4,
 ) -> None:
-    """Export lq_encoder, denoiser, decoder and the text encoders to ONNX and write the parity report."""
+    """Export lq_encoder, denoiser, decoder and the text encoders to ONNX and write the parity report
+    (the end-to-end parity restores with the model's recorded settings)."""
     with reported_errors():
         from unildiff.export.config import ExportConfig
         from unildiff.export.parity import export_and_check
-        from unildiff.models.bundle import load_trained_model
-        from unildiff.pipeline import SamplingConfig
+        from unildiff.pipeline_unildiff import UniLDiffPipeline
 
         config = ExportConfig(
             opset=opset, prefer_dynamo=dynamo, parity_images=parity_images, parity_steps=parity_steps
         )
-        model = load_trained_model(prior, stage1, stage2)
-        report = export_and_check(model, prepared, output, parity, SamplingConfig(), config)
+        pipeline = UniLDiffPipeline.from_pretrained(model)
+        report = export_and_check(pipeline, prepared, output, parity, config)
         typer.echo(f"wrote {output}; end-to-end PSNR(ORT, torch) >= {report['end_to_end']['min_psnr_db']} dB")
 
 
@@ -92,9 +93,11 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed calls first.")] = 1,
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
     dtype: Annotated[str, typer.Option(help="fp32 | bf16 | fp16 (torch backend, CUDA).")] = "fp32",
-    cfg: Annotated[
-        float, typer.Option(help="Guidance scale (> 1: conditional + unconditional batch).")
-    ] = 5.0,
+    photo_width: Annotated[
+        int, typer.Option(help="Photo row: one restoration with the model's settings, in s/MP; 0 = no row.")
+    ] = 0,
+    photo_height: Annotated[int, typer.Option(help="Height of the photo row.")] = 866,
+    photo_repeats: Annotated[int, typer.Option(help="Timed restorations of the photo (median).")] = 1,
     intra_op_threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0 = default).")] = 0,
     ort_optimization: Annotated[str, typer.Option(help="disable | basic | extended | all.")] = "all",
     sdxl_size: Annotated[
@@ -110,18 +113,16 @@ def bench(
     ] = True,
     onnx_dir: Annotated[Path, typer.Option(help="ONNX graphs.")] = paths.ONNX,
     engine_dir: Annotated[Path, typer.Option(help="TensorRT engine root.")] = paths.ENGINES,
-    prior: Annotated[Path, typer.Option(help="Prior (diffusers layout).")] = paths.PRIOR,
-    stage1: Annotated[Path, typer.Option(help="Stage 1b weights.")] = paths.STAGE1B,
-    stage2: Annotated[Path, typer.Option(help="Stage 2 weights.")] = paths.STAGE2,
+    model: ModelOption = paths.MODEL,
 ) -> None:
-    """Time the LQ encoder, one CFG denoiser step, the decoder and the whole pipeline per backend."""
+    """Time the LQ encoder, one CFG denoiser step, the decoder and the whole pipeline per backend, with
+    the model's recorded settings (the `bench` stage runs the same code on the `bench` params)."""
     with reported_errors():
         import dataclasses
 
         from unildiff.bench.config import BenchConfig
-        from unildiff.bench.run import run_bench, write_bench
+        from unildiff.bench.run import photo_bench, run_bench, write_bench
         from unildiff.export.config import OnnxRuntimeConfig
-        from unildiff.pipeline import SamplingConfig
 
         config = BenchConfig(
             sizes=tuple(sizes),
@@ -133,31 +134,35 @@ def bench(
             device=device,
             dtype=dtype,
             onnxruntime=OnnxRuntimeConfig(intra_op_threads=intra_op_threads, optimization=ort_optimization),
+            photo_width=photo_width,
+            photo_height=photo_height,
+            photo_repeats=photo_repeats,
         )
-        sampling = SamplingConfig(cfg=cfg)
+        photo_row = photo_bench(config)
         if sdxl_size:
             from unildiff.bench.sdxl_size import build_sdxl_size_model
+            from unildiff.pipeline_unildiff import pipeline_from_model
 
             torch_only = dataclasses.replace(config, backends=("torch",))
+            pipeline = pipeline_from_model(build_sdxl_size_model(device))  # the paper's settings
             report = run_bench(
-                build_sdxl_size_model(device), torch_only, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir
+                pipeline, torch_only, onnx_dir=onnx_dir, engine_dir=engine_dir, photo=photo_row
             )
             for backend in [name for name in config.backends if name != "torch"]:
                 report["skipped"][backend] = (
                     "--sdxl-size has no exported graphs: it times the torch backend only"
                 )
         elif isolate:
-            from unildiff.bench.isolated import ModelDirs, run_bench_isolated
+            from unildiff.bench.isolated import run_bench_isolated
 
-            model_dirs = ModelDirs(prior=prior, stage1=stage1, stage2=stage2)
             report = run_bench_isolated(
-                model_dirs, config, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir
+                model, config, onnx_dir=onnx_dir, engine_dir=engine_dir, photo=photo_row
             )
         else:
-            from unildiff.models.bundle import load_trained_model
+            from unildiff.pipeline_unildiff import UniLDiffPipeline
 
-            model = load_trained_model(prior, stage1, stage2)
-            report = run_bench(model, config, sampling, onnx_dir=onnx_dir, engine_dir=engine_dir)
+            pipeline = UniLDiffPipeline.from_pretrained(model)
+            report = run_bench(pipeline, config, onnx_dir=onnx_dir, engine_dir=engine_dir, photo=photo_row)
         write_bench(report, output)
         for backend, rows in report["end_to_end"].items():
             for key, row in rows.items():

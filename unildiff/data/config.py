@@ -15,7 +15,9 @@ class DataConfig:
     """Settings of the ``prepare`` stage.
 
     Attributes:
-        setting: ``aio3`` | ``aio5`` | ``cdd11`` | ``custom``.
+        setting: ``aio3`` | ``aio5`` | ``cdd11`` | ``custom`` | ``single`` | ``autodir`` | ``udc``
+            (:mod:`unildiff.data.settings`).
+        task: the one task of ``setting: single`` (e.g. ``derain``); empty for every other setting.
         source: ``builtin`` (photos shipped with scikit-image/scikit-learn) or ``folder`` (``root``).
         root: the dataset folder for ``source=folder``, inside the repository (normally
             ``data/raw/<name>``, tracked with ``dvc add``); ``prepare`` depends on it in ``dvc.yaml``. With
@@ -38,6 +40,7 @@ class DataConfig:
     """
 
     setting: str = "aio3"
+    task: str = ""
     source: str = "builtin"
     root: Path = Path("data/raw/builtin")
     patch_size: int = 64

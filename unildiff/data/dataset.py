@@ -23,7 +23,8 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
 class PairedImageDataset(Dataset):
     """The pairs of one split of a prepared dir.
 
-    Item: ``{"lq": [-1, 1] (3, H, W), "gt": [-1, 1] (3, H, W), "prompt": str, "task": str, "pair_id": str}``.
+    Item: ``{"lq": [-1, 1] (3, H, W), "gt": [-1, 1] (3, H, W), "prompt": str, "caption": str, "task": str,
+    "pair_id": str}``; ``prompt`` is the task prompt, ``caption`` the picture's description (often empty).
     With ``crop_size`` set, lq and gt get the same random ``crop_size`` crop, drawn from a generator
     seeded by ``(seed, epoch, index)`` so a run is reproducible; call :meth:`set_epoch` each epoch for new
     crops. A pair smaller than the crop is first padded by reflection (:func:`pad_to_crop`). Without
@@ -84,6 +85,7 @@ class PairedImageDataset(Dataset):
             "lq": to_tensor(lq),
             "gt": to_tensor(gt),
             "prompt": row.prompt,
+            "caption": row.caption,
             "task": row.task,
             "pair_id": row.pair_id,
         }

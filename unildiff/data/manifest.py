@@ -30,6 +30,9 @@ class ManifestRow:
         width: image width in pixels.
         lq_path: degraded image, relative to the prepared dir.
         gt_path: clean image, relative to the prepared dir.
+        caption: the picture's description from the dataset folder (:mod:`unildiff.data.captions`), empty
+            when it has none (always for the built-in photos). The ``caption`` column is written only
+            when some pair has one, so a manifest without descriptions is the same file as before.
     """
 
     pair_id: str
@@ -42,19 +45,24 @@ class ManifestRow:
     width: int
     lq_path: str
     gt_path: str
+    caption: str = ""
 
 
 COLUMNS = tuple(field.name for field in dataclasses.fields(ManifestRow))
+#: Columns every manifest has; ``caption`` is optional (empty when absent).
+REQUIRED_COLUMNS = tuple(column for column in COLUMNS if column != "caption")
 _INTEGER_COLUMNS = ("height", "width")
 
 
 def manifest_text(rows: list[ManifestRow]) -> str:
     """The CSV text of ``rows`` (header + one line per row)."""
+    columns = COLUMNS if any(row.caption for row in rows) else REQUIRED_COLUMNS
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(dataclasses.asdict(row))
+        record = dataclasses.asdict(row)
+        writer.writerow({column: record[column] for column in columns})
     return buffer.getvalue()
 
 
@@ -70,12 +78,13 @@ def read_manifest(prepared_dir: str | os.PathLike) -> list[ManifestRow]:
         raise MissingArtifactError(f"manifest not found: {path} (run `dvc repro prepare`)")
     with path.open(newline="") as stream:
         reader = csv.DictReader(stream)
-        missing = [column for column in COLUMNS if column not in (reader.fieldnames or [])]
+        missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"{path} lacks column(s) {', '.join(missing)}")
         rows = []
         for line, record in enumerate(reader, start=2):
-            values = {column: record[column] for column in COLUMNS}
+            values = {column: record[column] for column in REQUIRED_COLUMNS}
+            values["caption"] = record.get("caption") or ""
             try:
                 for column in _INTEGER_COLUMNS:
                     values[column] = int(values[column])

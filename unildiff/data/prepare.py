@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from unildiff.data.captions import CaptionFinder
 from unildiff.data.config import DataConfig
 from unildiff.data.imageio import read_image, write_image_into
 from unildiff.data.manifest import MANIFEST_NAME, SPLITS, ManifestRow, manifest_text
@@ -39,6 +40,7 @@ class Pair:
     source_id: str
     lq: np.ndarray
     gt: np.ndarray
+    caption: str = ""
 
 
 def builtin_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
@@ -84,9 +86,11 @@ def folder_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
     """Read the pairs of a dataset folder; tasks whose lq is synthesised (denoise) get seeded noise.
 
     The folder's own train/test split is kept; ``data.val_fraction`` of the training sources (by source
-    id, so no photo is in two splits) become the validation split.
+    id, so no photo is in two splits) become the validation split. Each pair carries the description the
+    folder gives its picture, if any (:mod:`unildiff.data.captions`).
     """
     pairs: list[FolderPair] = read_folder_pairs(config.root, setting, config.test_fraction, config.seed)
+    captions = CaptionFinder(Path(config.root))
     val_sources = validation_sources(pairs, config.val_fraction, config.seed)
     task_index = {name: index for index, name in enumerate(setting.task_names)}
     for index, pair in enumerate(pairs):
@@ -103,7 +107,8 @@ def folder_pairs(config: DataConfig, setting: Setting) -> Iterator[Pair]:
                     f"size mismatch: lq {pair.lq_path} is {lq.shape[1]}x{lq.shape[0]}, "
                     f"gt {pair.gt_path} is {gt.shape[1]}x{gt.shape[0]}"
                 )
-        yield Pair(split, task.name, degradations, task.prompt, pair.source_id, lq, gt)
+        caption = captions.caption(pair.gt_path, pair.lq_path)
+        yield Pair(split, task.name, degradations, task.prompt, pair.source_id, lq, gt, caption)
 
 
 def expected_pair_count(config: DataConfig, setting: Setting) -> int | None:
@@ -133,9 +138,15 @@ def prepare_dataset(
     Raises:
         ConfigError: unknown setting/task. DataError: unreadable, unmatched or missing inputs.
     """
-    setting = get_setting(config.setting, config.custom_prompt)
+    setting = get_setting(config.setting, config.custom_prompt, config.task)
     if config.setting == "custom" and config.source != "folder":
         raise DataError("data.setting=custom reads pairs from a folder: set data.source=folder and data.root")
+    real_only = [task.name for task in setting.train_tasks + setting.test_tasks if not task.synthetic]
+    if config.source == "builtin" and real_only:
+        raise DataError(
+            f"data.setting={config.setting}: task {real_only[0]} has real pairs only (no synthetic recipe); "
+            "set data.source=folder and data.root"
+        )
     pairs = builtin_pairs(config, setting) if config.source == "builtin" else folder_pairs(config, setting)
     console = console or Console(quiet=True)
     rows: list[ManifestRow] = []
@@ -152,7 +163,7 @@ def prepare_dataset(
             height, width, _ = pair.gt.shape
             rows.append(
                 ManifestRow(pair_id, pair.split, pair.task, pair.degradations, pair.prompt, pair.source_id,
-                            height, width, lq_path, gt_path)
+                            height, width, lq_path, gt_path, pair.caption)
             )  # fmt: skip
             progress.advance(bar)
         if not rows:

@@ -14,6 +14,10 @@ CDD-11: ``{train,test}/{clear,low,haze,rain,snow,low_haze,...,low_haze_snow}/<sa
 Custom: ``lq/`` + ``gt/`` with the same file stems, either directly under the root (split by file with
 ``test_fraction``) or under ``train/`` and ``test/``.
 
+Single: the one task's folders of the PromptIR/AdaIR tree, or, for ``raindrop``, a RainDrop folder.
+AutoDIR: the AdaIR (aio5) tree plus a RainDrop folder ``RainDrop/`` under the root. UDC: see
+:mod:`unildiff.data.real_readers`, which reads the RainDrop and UDC layouts.
+
 A pair that fails to match raises :class:`DataError` naming both sides; nothing is skipped silently.
 """
 
@@ -226,6 +230,20 @@ def read_folder_pairs(
         return read_cdd11(root)
     if setting.name == "custom":
         return read_custom(root, test_fraction, seed)
+    from unildiff.data import real_readers  # it reads this module's helpers
+
+    if setting.name == "udc":
+        return real_readers.read_udc(root)
+    raindrop = real_readers.RAINDROP_TASK
+    if setting.name == "single" and setting.train_tasks[0].name == raindrop:
+        return real_readers.read_raindrop(root)
+    if setting.name == "autodir":
+        others = Setting(
+            setting.name,
+            tuple(task for task in setting.train_tasks if task.name != raindrop),
+            tuple(task for task in setting.test_tasks if task.name != raindrop),
+        )
+        return read_promptir(root, others) + real_readers.read_raindrop(_require(root, "RainDrop"), root)
     return read_promptir(root, setting)
 
 

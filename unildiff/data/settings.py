@@ -5,6 +5,10 @@
 - ``cdd11``: low light (L), haze (H), rain (R), snow (S) and their 2- and 3-fold composites, applied in
   the fixed order L → H → R → S.
 - ``custom``: pairs read from a folder; a single task ``custom``.
+- ``single``: one task of :data:`SINGLE_TASKS`, named by ``data.task`` (the paper's single-task models).
+- ``autodir``: AutoDIR's six tasks (supplement §2.3): aio5 plus raindrop removal (real pairs only).
+- ``udc``: under-display-camera pairs (T-OLED, P-OLED; supplement §2.1), real pairs for zero-shot
+  evaluation, with the empty prompt (the model was never told about this degradation).
 """
 
 from __future__ import annotations
@@ -84,6 +88,11 @@ class Task:
     steps: tuple[Step, ...]
 
     @property
+    def synthetic(self) -> bool:
+        """Whether the task has a synthetic recipe (the built-in photos can make its pairs)."""
+        return bool(self.steps)
+
+    @property
     def degradations(self) -> str:
         """The ``+``-joined step names, as written in the manifest."""
         return "+".join(step.name for step in self.steps) or "none"
@@ -102,6 +111,7 @@ PROMPTS = {
     "blur": "remove blur",
     "low": "enhance low light",
     "snow": "remove snow",
+    "raindrop": "remove raindrops",
 }
 
 _SINGLE = {
@@ -112,7 +122,12 @@ _SINGLE = {
     "dehaze": Task("dehaze", PROMPTS["haze"], (HAZE,)),
     "deblur": Task("deblur", PROMPTS["blur"], (BLUR,)),
     "lowlight": Task("lowlight", PROMPTS["low"], (LOW,)),
+    # Real pairs only (no synthetic recipe): the RainDrop dataset (Qian et al. 2018).
+    "raindrop": Task("raindrop", PROMPTS["raindrop"], ()),
 }
+#: Tasks ``data.setting: single`` accepts as ``data.task``.
+SINGLE_TASKS = tuple(_SINGLE)
+UDC_TASKS = ("udc_toled", "udc_poled")
 
 # CDD-11 components in their fixed composition order L -> H -> R -> S.
 _CDD_ORDER = (("low", LOW), ("haze", HAZE), ("rain", RAIN), ("snow", SNOW))
@@ -158,26 +173,43 @@ _AIO3 = tuple(_SINGLE[name] for name in ("denoise_15", "denoise_25", "denoise_50
 _AIO5_TRAIN = _AIO3 + (_SINGLE["deblur"], _SINGLE["lowlight"])
 _AIO5_TEST = tuple(_SINGLE[name] for name in ("denoise_25", "derain", "dehaze", "deblur", "lowlight"))
 _CDD11 = tuple(cdd11_task(name) for name in CDD11_TASKS)
+_AUTODIR_TRAIN = _AIO5_TRAIN + (_SINGLE["raindrop"],)
+_AUTODIR_TEST = _AIO5_TEST + (_SINGLE["raindrop"],)
+# Zero-shot: no task prompt exists for these (the empty prompt, blind restoration).
+_UDC = tuple(Task(name, "", ()) for name in UDC_TASKS)
 
 SETTINGS = {
     "aio3": Setting("aio3", _AIO3, _AIO3),
     "aio5": Setting("aio5", _AIO5_TRAIN, _AIO5_TEST),
     "cdd11": Setting("cdd11", _CDD11, _CDD11),
     "custom": Setting("custom", (), ()),
+    "single": Setting("single", (), ()),
+    "autodir": Setting("autodir", _AUTODIR_TRAIN, _AUTODIR_TEST),
+    "udc": Setting("udc", _UDC, _UDC),
 }
 
 
-def get_setting(name: str, custom_prompt: str = "restore the image") -> Setting:
-    """The setting ``name``; ``custom`` gets one task ``custom`` with ``custom_prompt``.
+def get_setting(name: str, custom_prompt: str = "restore the image", task: str = "") -> Setting:
+    """The setting ``name``; ``custom`` gets one task ``custom`` with ``custom_prompt``; ``single`` the
+    task ``task`` (one of :data:`SINGLE_TASKS`) for training and test.
 
     Raises:
-        ConfigError: an unknown name; the message lists the valid ones.
+        ConfigError: an unknown setting or ``single`` task, or a ``task`` given to another setting; the
+        message lists the valid names.
     """
     if name not in SETTINGS:
         raise ConfigError(f"unknown data.setting {name!r} (valid: {', '.join(SETTINGS)})")
+    if name != "single" and task:
+        raise ConfigError(f"data.task={task!r} is read only with data.setting=single (got {name})")
     if name == "custom":
-        task = Task(CUSTOM_TASK, custom_prompt, ())
-        return Setting("custom", (task,), (task,))
+        custom = Task(CUSTOM_TASK, custom_prompt, ())
+        return Setting("custom", (custom,), (custom,))
+    if name == "single":
+        if task not in _SINGLE:
+            raise ConfigError(
+                f"data.setting=single needs data.task, one of {', '.join(SINGLE_TASKS)}; got {task!r}"
+            )
+        return Setting("single", (_SINGLE[task],), (_SINGLE[task],))
     return SETTINGS[name]
 
 

@@ -48,10 +48,11 @@ __all__ = [
 
 
 def pair_table(
-    prepared_dir: Path, rows: list[ManifestRow], setting_name: str, rules: ContentRules
+    prepared_dir: Path, rows: list[ManifestRow], setting_name: str, rules: ContentRules, task: str = ""
 ) -> ContentTable:
-    """The statistics table: the manifest, per-pair content statistics, split and same-picture columns."""
-    table = content_table(prepared_dir, rows, get_setting(setting_name), rules)
+    """The statistics table: the manifest, per-pair content statistics, split and same-picture columns.
+    ``task``: ``data.task`` (the task of ``data.setting: single``)."""
+    table = content_table(prepared_dir, rows, get_setting(setting_name, task=task), rules)
     frame = table.frame
     splits_per_source = frame.groupby("source_id")["split"].nunique()
     frame["source_in_both_splits"] = frame["source_id"].map(splits_per_source).gt(1)
@@ -59,9 +60,10 @@ def pair_table(
     return table
 
 
-def task_count_table(frame: pd.DataFrame, setting_name: str) -> pd.DataFrame:
-    """One row per (split, task of the setting) with its pair count; tasks absent from the data count 0."""
-    setting = get_setting(setting_name)
+def task_count_table(frame: pd.DataFrame, setting_name: str, task: str = "") -> pd.DataFrame:
+    """One row per (split, task of the setting) with its pair count; tasks absent from the data count 0.
+    ``task``: ``data.task`` (the task of ``data.setting: single``)."""
+    setting = get_setting(setting_name, task=task)
     counts = frame.groupby(["split", "task"]).size()
     records = [
         {"split": split, "task": task.name, "pairs": int(counts.get((split, task.name), 0))}
@@ -143,6 +145,7 @@ def validate_prepared(
     prepared_dir: str | os.PathLike,
     setting_name: str,
     config: ValidateConfig,
+    task: str = "",
 ) -> ValidationReport:
     """Run the GX suite over the prepared dir of ``setting_name``.
 
@@ -151,6 +154,7 @@ def validate_prepared(
         setting_name: ``data.setting``; its tasks are the allowed set and give each pair's recipe.
         config: the ``validate`` params (counts, examples quoted per failure, and ``content``: the content
             and distribution thresholds).
+        task: ``data.task``, the task of ``data.setting: single`` (empty for the other settings).
 
     Returns:
         The report (call ``raise_for_failure`` to turn a failure into a DataError).
@@ -160,9 +164,9 @@ def validate_prepared(
 
     prepared_dir = Path(prepared_dir)
     rules = config.content
-    setting = get_setting(setting_name)  # unknown settings fail early, listing the valid ones
+    setting = get_setting(setting_name, task=task)  # unknown settings fail early, listing the valid ones
     rows = read_manifest(prepared_dir)
-    table = pair_table(prepared_dir, rows, setting_name, rules)
+    table = pair_table(prepared_dir, rows, setting_name, rules, task)
     frame = table.frame
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
@@ -173,7 +177,7 @@ def validate_prepared(
     minimum = gx.expectations.ExpectColumnValuesToBeBetween(
         column="pairs", min_value=config.min_pairs_per_task
     )
-    counts = task_count_table(frame, setting_name)
+    counts = task_count_table(frame, setting_name, task)
     count_check = Check("too few pairs for a task and split", minimum, TOO_FEW_PAIRS, ("pairs",))
     outcomes += run_checks(
         context, "task_counts", counts, [count_check], ["split", "task"], config.max_examples

@@ -17,7 +17,7 @@ from unildiff.data.imageio import tensor_to_image
 from unildiff.errors import ConfigError
 from unildiff.evaluation.metrics import MetricSuite, check_metric_names
 from unildiff.evaluation.reports import EvaluationResult, GridRow, ImageRecord
-from unildiff.pipeline import RestorationPipeline, SamplingConfig, fix_against_lq
+from unildiff.pipeline import fix_against_lq
 
 ABLATIONS = ("no_prompt", "plain_decoder", "no_diffusion", "ceiling")
 """Inference-time rows ``evaluate.ablations`` may name (docs/evaluation.md)."""
@@ -98,20 +98,21 @@ def _select(rows: list, max_images: int) -> list[int]:
 
 
 def evaluate_model(
-    model,
+    pipeline,
     prepared_dir: str | Path,
-    sampling: SamplingConfig,
     config: EvaluateConfig,
     show_progress: bool = True,
 ) -> EvaluationResult:
     """Restore every test pair and score it, its degraded input and the ablations.
 
-    Every variant of a pair uses the same seed (``sampling.seed``), so differences come from the variant.
+    Every variant restores with the model's recorded sampling settings and start, and every variant of
+    a pair uses the same seed (``sampling.seed``), so differences come from the variant. The full model
+    gets each pair's task prompt, unless the model records no tasks (trained without prompts).
 
     Args:
-        model: a ``UniLDiffModel`` (from ``load_trained_model``).
+        pipeline: the model (:class:`~unildiff.pipeline_unildiff.UniLDiffPipeline`); moved to
+            ``config.device``.
         prepared_dir: the prepared data folder (``manifest.csv`` + images).
-        sampling: sampling settings shared by every variant.
         config: evaluation settings.
         show_progress: show a rich progress bar.
 
@@ -123,10 +124,12 @@ def evaluate_model(
     device = torch.device(config.device)
     dataset = PairedImageDataset(prepared_dir, config.split, crop_size=None)
     suite = MetricSuite(config.metrics, y_channel=config.y_channel, device=config.device)
-    full = RestorationPipeline.from_model(model, sampling, device=config.device)
+    pipeline.to(config.device)
+    sampling = pipeline.sampling
+    full = pipeline.sampler()
     plain = None
     if "plain_decoder" in config.ablations:
-        plain = RestorationPipeline.with_prior(full.graphs.with_plain_decoder(), model.prior, sampling)
+        plain = pipeline.sampler(graphs=full.graphs.with_plain_decoder())
 
     records: list[ImageRecord] = []
     grids: dict[str, list[GridRow]] = {}
@@ -140,8 +143,9 @@ def evaluate_model(
             record = ImageRecord(item["pair_id"], item["task"])
             record.scores["input"] = suite.score(lq, gt)
 
+            prompt = item["prompt"] if pipeline.tasks else ""  # a model trained without prompts: blind
             started = time.perf_counter()
-            restored = full(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
+            restored = full(lq, prompt, torch.Generator().manual_seed(sampling.seed))
             record.seconds = time.perf_counter() - started
             record.scores["restored"] = suite.score(restored, gt)
 
@@ -149,7 +153,7 @@ def evaluate_model(
                 no_prompt = full(lq, "", torch.Generator().manual_seed(sampling.seed))
                 record.scores["no_prompt"] = suite.score(no_prompt, gt)
             if plain is not None:
-                plain_restored = plain(lq, item["prompt"], torch.Generator().manual_seed(sampling.seed))
+                plain_restored = plain(lq, prompt, torch.Generator().manual_seed(sampling.seed))
                 record.scores["plain_decoder"] = suite.score(plain_restored, gt)
             if "no_diffusion" in config.ablations:
                 # the same step-7 fixes as the full model, so the row isolates the denoising

@@ -70,32 +70,28 @@ def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
     return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
 
 
-def parity_report(
-    onnx_dir, model, lq_images: list[torch.Tensor], prompts: list[str], sampling, config
-) -> dict:
+def parity_report(onnx_dir, pipeline, lq_images: list[torch.Tensor], prompts: list[str], config) -> dict:
     """Compare every exported graph and the whole ORT pipeline with torch on real test images.
 
     Args:
         onnx_dir: ``export/onnx``.
-        model: the trained ``UniLDiffModel`` (eval mode).
+        pipeline: the trained model (:class:`~unildiff.pipeline_unildiff.UniLDiffPipeline`). The
+            end-to-end comparison restores with its recorded settings, untiled; a model that starts from
+            noise runs ``config.parity_steps`` steps instead of its own count.
         lq_images: LQ test images, each [-1, 1], (1, 3, H, W) with sides multiples of the pixel multiple.
         prompts: their task prompts.
-        sampling: ``SamplingConfig`` of the end-to-end comparison (its steps are replaced by
-            ``config.parity_steps``).
         config: ``ExportConfig`` (tolerances and step count).
 
     Returns:
         JSON-ready report: per graph max/mean abs difference and whether it is within tolerance, the
         end-to-end PSNR per image and its minimum, and the tolerances used.
     """
-    import dataclasses
-
     from unildiff.backends import Backend, open_backend
     from unildiff.backends.onnxruntime import OnnxSession
     from unildiff.export.config import OnnxRuntimeConfig
     from unildiff.models.text import encode_prompt, make_time_ids
-    from unildiff.pipeline import RestorationPipeline
 
+    model = pipeline.model
     torch_backend = open_backend(Backend.TORCH, model=model)
     ort_backend = open_backend(
         Backend.ONNXRUNTIME, onnx_dir=onnx_dir, onnxruntime=OnnxRuntimeConfig(prefer_cuda=False)
@@ -110,7 +106,8 @@ def parity_report(
         name: OnnxSession(f"{onnx_dir}/{name}.onnx", OnnxRuntimeConfig(prefer_cuda=False))
         for name in ("text_encoder", "text_encoder_2")
     }
-    sampling = dataclasses.replace(sampling, steps=config.parity_steps, tile=0)
+    overrides = {"tile": 0, "steps": config.parity_steps if pipeline.start.mode == "noise" else None}
+    sampling = pipeline.settings(**overrides)[0]
     psnrs = []
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -163,8 +160,8 @@ def parity_report(
                 record(name, output_difference(reference, text_sessions[name](ids)))
             restorations = []
             for graphs in (torch_backend, ort_backend):
-                pipeline = RestorationPipeline.with_prior(graphs, prior, sampling)
-                restorations.append(pipeline(lq, prompt, torch.Generator().manual_seed(sampling.seed)))
+                sampler = pipeline.sampler(graphs=graphs, **overrides)
+                restorations.append(sampler(lq, prompt, torch.Generator().manual_seed(sampling.seed)))
             psnrs.append(psnr(restorations[1], restorations[0]))
     finite = [value for value in psnrs if math.isfinite(value)]
     minimum = min(psnrs) if psnrs else math.nan
@@ -180,6 +177,7 @@ def parity_report(
         },
         "end_to_end": {
             "steps": sampling.steps,
+            "timesteps": pipeline.sampler(**overrides).timesteps(),
             "images": len(psnrs),
             "psnr_db_per_image": [round(value, 3) if math.isfinite(value) else "inf" for value in psnrs],
             "min_psnr_db": round(minimum, 3) if math.isfinite(minimum) else "inf",
@@ -217,16 +215,16 @@ def load_test_images(prepared_dir: Path, count: int, multiple: int) -> tuple[lis
     return images, [str(item["prompt"]) for item in items]
 
 
-def export_and_check(
-    model, prepared_dir: Path, onnx_dir: Path, parity_path: Path, sampling, config: ExportConfig
-):
-    """Export ``model`` into ``onnx_dir`` and write the parity report to ``parity_path`` (both atomic).
+def export_and_check(pipeline, prepared_dir: Path, onnx_dir: Path, parity_path: Path, config: ExportConfig):
+    """Export the model ``pipeline`` into ``onnx_dir`` and write the parity report to ``parity_path``
+    (both atomic).
 
     The example batch for the export is the first two test images (one repeated if only one exists).
     """
     from unildiff.backends import Backend, open_backend
     from unildiff.export.onnx_export import export_model
 
+    model = pipeline.model
     graphs = open_backend(Backend.TORCH, model=model)
     count = max(config.parity_images, 2)
     images, prompts = load_test_images(prepared_dir, count, graphs.pixel_multiple)
@@ -239,7 +237,7 @@ def export_and_check(
         )
     manifest = export_model(graphs, model.prior, torch.cat(images[:2]), prompts[:2], onnx_dir, config)
     report = parity_report(
-        onnx_dir, model, images[: config.parity_images], prompts[: config.parity_images], sampling, config
+        onnx_dir, pipeline, images[: config.parity_images], prompts[: config.parity_images], config
     )
     report["exporters"] = {name.value: exporter for name, exporter in manifest.exporters.items()}
     report["opset"] = manifest.opset

@@ -12,6 +12,8 @@ from typing import Any
 from unildiff.errors import ConfigError
 
 PRESETS = ("tiny", "sdxl")
+#: DAFF fusion blocks (paper Table 4): both streams (the paper's DAFF), one of them, or residual attention.
+DAFF_VARIANTS = ("both", "double", "single", "rsa")
 
 #: Sizes of the ``tiny`` prior: SDXL's component set and wiring, scaled down so that a training step of the
 #: VAE or the UNet on 2 CPU cores (batch 8, 64x64 crops) takes well under a second.
@@ -102,14 +104,18 @@ class DAFFConfig:
 
     Attributes:
         width: Token width D of both streams.
-        num_double_blocks: N double-stream (FLUX) blocks.
-        num_single_blocks: M single-stream (FLUX) blocks.
+        num_double_blocks: N double-stream (FLUX) blocks (variants ``both`` and ``double``).
+        num_single_blocks: M single-stream (FLUX) blocks (variants ``both`` and ``single``).
         num_heads: Attention heads; ``width / num_heads`` must be a multiple of 4 (2-D rotary positions).
         patch_size: Side of the square latent patches that become one token.
         normalize_lq: ``tiny`` only: GroupNorm f^LQ before its embedding (paper: off).
         lq_residual: ``tiny`` only: per-position LQ path into the output projection (paper: off).
         fusion: ``False`` is the ablation without DAFF (paper Table 5, "no fusion"): DAFF adds nothing,
             the denoiser is the bare UNet, stage 1a trains nothing and stage 1b fine-tunes the UNet alone.
+        variant: The fusion blocks (paper Table 4): ``both`` (N double- then M single-stream blocks, the
+            paper's DAFF), ``double`` (the N double-stream blocks only), ``single`` (the M single-stream
+            blocks only) or ``rsa`` (N + M residual self-attention blocks over [LQ ‖ HQ] without timestep
+            modulation, the paper's RSA row).
     """
 
     width: int = 64
@@ -120,14 +126,32 @@ class DAFFConfig:
     normalize_lq: bool = False
     lq_residual: bool = False
     fusion: bool = True
+    variant: str = "both"
 
     def __post_init__(self) -> None:
+        if self.variant not in DAFF_VARIANTS:
+            raise ConfigError(f"daff.variant must be one of {', '.join(DAFF_VARIANTS)}, got {self.variant!r}")
         for name in ("width", "num_heads", "patch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"daff.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_double_blocks", "num_single_blocks"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"daff.{name} must be >= 0, got {getattr(self, name)}")
+        # The blocks a variant builds must exist; daff.variant, not a zero count, selects them.
+        needed = {
+            "both": ("num_double_blocks", "num_single_blocks"),
+            "double": ("num_double_blocks",),
+            "single": ("num_single_blocks",),
+            "rsa": (),
+        }[self.variant]
+        for name in needed:
+            if getattr(self, name) < 1:
+                raise ConfigError(
+                    f"daff.{name} must be >= 1 with daff.variant={self.variant} "
+                    f"(daff.variant selects the blocks), got {getattr(self, name)}"
+                )
+        if self.num_double_blocks + self.num_single_blocks < 1:
+            raise ConfigError("daff.num_double_blocks + daff.num_single_blocks must be >= 1")
         if self.width % self.num_heads or (self.width // self.num_heads) % 4:
             raise ConfigError(
                 f"daff.width / daff.num_heads must be a multiple of 4, got {self.width}/{self.num_heads}"
@@ -141,7 +165,10 @@ class DAEMConfig:
     Attributes:
         num_experts: E NAFBlock experts per DAEM block.
         top_k: Experts kept per router token (paper: 1); must be <= num_experts.
-        window: Router token size in output-image pixels; 0 routes the whole map (one choice per image).
+        window: Router window side in output-image pixels: the router decides per window (the paper's
+            "local degradation context"); a block at resolution H/2^j routes windows of window / 2^j of its
+            feature pixels, and each feature pixel alone where window < 2^j (``1``: per token in every
+            block). 0 routes the whole map (one choice per image).
         up_blocks: Indices of the VAE decoder up blocks that are followed by a DAEM block.
         num_heads: Heads of the shared transposed-attention branch S.
     """

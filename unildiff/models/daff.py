@@ -12,6 +12,12 @@ Shapes (h, w = latent size, p = patch size, N = h*w/p², D = width)::
 
 All blocks are modulated by DAFF's own timestep embedding ``temb``. Because the output projection starts at
 zero, the residual is exactly zero at initialisation and the UNet computes what the prior computes.
+
+``variant`` selects the fusion blocks of the paper's Table 4: ``both`` (N double + M single, the paper's
+DAFF), ``double`` (the N double-stream blocks only), ``single`` (the M single-stream blocks only) and
+``rsa`` (N + M CLIP-style residual self-attention blocks over [LQ ‖ HQ], with no timestep modulation;
+:class:`ResidualAttentionBlock`). The embeddings, the text cross-attention and the zero-initialised output
+are the same in every variant.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention_processor import Attention
-from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps, apply_rotary_emb
 from diffusers.models.transformers.transformer_flux import (
     FluxPosEmbed,
     FluxSingleTransformerBlock,
@@ -34,6 +40,44 @@ from torch import nn
 from unildiff.models.config import DAFFConfig
 
 TIME_PROJECTION_CHANNELS = 256
+
+
+class ResidualAttentionBlock(nn.Module):
+    """CLIP's residual attention block (Radford et al. 2021), the paper's RSA fusion (Table 4).
+
+    ``x + attn(LN(x))`` then ``x + MLP(LN(x))`` over the joint sequence [LQ ‖ HQ], with the same 2-D
+    rotary positions as the FLUX blocks and no timestep input: what the RSA row lacks against DAFF is the
+    timestep-aware modulation and the separate per-stream weights.
+
+    Args:
+        width: Token width D.
+        num_heads: Attention heads.
+        head_dim: Width of one head (D / heads).
+    """
+
+    def __init__(self, width: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.attention_out = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width)
+        )
+
+    def forward(self, tokens: torch.Tensor, rotary: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """(B, 2N, D) → (B, 2N, D); ``rotary`` the (cos, sin) of the 2N positions."""
+        query, key, value = (
+            self.qkv(self.norm1(tokens)).unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(2)
+        )
+        query = apply_rotary_emb(query, rotary, sequence_dim=1)
+        key = apply_rotary_emb(key, rotary, sequence_dim=1)
+        attended = F.scaled_dot_product_attention(
+            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2)
+        )  # (B, heads, 2N, head_dim)
+        tokens = tokens + self.attention_out(attended.transpose(1, 2).flatten(2))
+        return tokens + self.mlp(self.norm2(tokens))
 
 
 class DAFF(ModelMixin, ConfigMixin):
@@ -56,6 +100,8 @@ class DAFF(ModelMixin, ConfigMixin):
             tokens become N; this per-position path lets a small model read f^LQ (docs/model.md).
         fusion: ``False`` for the ablation without DAFF: :meth:`forward` returns zeros and
             :class:`~unildiff.models.denoiser.UniLDiffDenoiser` leaves the UNet bare.
+        variant: Fusion blocks (paper Table 4): ``both`` | ``double`` | ``single`` | ``rsa`` (module
+            docstring). A saved DAFF without the key is ``both``.
     """
 
     @register_to_config
@@ -73,25 +119,34 @@ class DAFF(ModelMixin, ConfigMixin):
         normalize_lq: bool = False,
         lq_residual: bool = False,
         fusion: bool = True,
+        variant: str = "both",
     ):
         super().__init__()
         # validates (__post_init__): diffusers' from_pretrained calls __init__ with the saved keys
         DAFFConfig(
             width, num_double_blocks, num_single_blocks, num_heads, patch_size, normalize_lq, lq_residual,
-            fusion,
+            fusion, variant,
         )  # fmt: skip
+        doubles = num_double_blocks if variant in ("both", "double") else 0
+        singles = num_single_blocks if variant in ("both", "single") else 0
         head_dim = width // num_heads
         self.lq_norm = nn.GroupNorm(1, lq_channels) if normalize_lq else None
         self.hq_embed = nn.Conv2d(hidden_channels, width, kernel_size=patch_size, stride=patch_size)
         self.lq_embed = nn.Conv2d(lq_channels, width, kernel_size=patch_size, stride=patch_size)
         self.pos_embed = FluxPosEmbed(theta=rope_theta, axes_dim=[head_dim // 2, head_dim // 2])
+        # RSA has no timestep input (what its Table 4 row measures), so it has no timestep embedding.
+        timed = variant != "rsa"
         self.time_proj = Timesteps(TIME_PROJECTION_CHANNELS, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embedding = TimestepEmbedding(TIME_PROJECTION_CHANNELS, width)
+        self.time_embedding = TimestepEmbedding(TIME_PROJECTION_CHANNELS, width) if timed else None
         self.double_blocks = nn.ModuleList(
-            [FluxTransformerBlock(width, num_heads, head_dim) for _ in range(num_double_blocks)]
+            [FluxTransformerBlock(width, num_heads, head_dim) for _ in range(doubles)]
         )
         self.single_blocks = nn.ModuleList(
-            [FluxSingleTransformerBlock(width, num_heads, head_dim) for _ in range(num_single_blocks)]
+            [FluxSingleTransformerBlock(width, num_heads, head_dim) for _ in range(singles)]
+        )
+        rsa_depth = num_double_blocks + num_single_blocks if variant == "rsa" else 0
+        self.rsa_blocks = nn.ModuleList(
+            [ResidualAttentionBlock(width, num_heads, head_dim) for _ in range(rsa_depth)]
         )
         self.text_norm = nn.LayerNorm(width)
         self.text_attention = Attention(
@@ -155,7 +210,6 @@ class DAFF(ModelMixin, ConfigMixin):
         if not self.config.fusion:
             return torch.zeros_like(hidden)
         batch, channels, _, _ = hidden.shape
-        patch = self.config.patch_size
         hq = self.hq_embed(hidden)
         lq_features = lq_features.to(hq.dtype)
         if self.lq_norm is not None:
@@ -165,8 +219,24 @@ class DAFF(ModelMixin, ConfigMixin):
         hq_tokens = hq.flatten(2).transpose(1, 2)
         lq_tokens = lq.flatten(2).transpose(1, 2)
         rotary = self._rotary(grid_height, grid_width, hidden.device)
+        if self.rsa_blocks:
+            lq_tokens, hq_tokens = self._residual_attention(lq_tokens, hq_tokens, rotary)
+        else:
+            lq_tokens, hq_tokens = self._flux_fusion(lq_tokens, hq_tokens, rotary, timestep, batch)
+        shape = (batch, channels, grid_height, grid_width)
+        return self._output(hq_tokens, lq_tokens, encoder_hidden_states, shape)
+
+    def _flux_fusion(
+        self,
+        lq_tokens: torch.Tensor,
+        hq_tokens: torch.Tensor,
+        rotary: tuple[torch.Tensor, ...],
+        timestep: torch.Tensor,
+        batch: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The double- then single-stream blocks (eqs. 1-5), modulated by the timestep; (B, N, D) each."""
         timesteps = timestep.reshape(-1).expand(batch)
-        temb = self.time_embedding(self.time_proj(timesteps).to(hq.dtype))
+        temb = self.time_embedding(self.time_proj(timesteps).to(hq_tokens.dtype))
         for block in self.double_blocks:  # eqs. 1-2: separate modulation/QKV, joint attention, gated outputs
             lq_tokens, hq_tokens = block(
                 hidden_states=hq_tokens, encoder_hidden_states=lq_tokens, temb=temb, image_rotary_emb=rotary
@@ -175,9 +245,34 @@ class DAFF(ModelMixin, ConfigMixin):
             lq_tokens, hq_tokens = block(
                 hidden_states=hq_tokens, encoder_hidden_states=lq_tokens, temb=temb, image_rotary_emb=rotary
             )
+        return lq_tokens, hq_tokens
+
+    def _residual_attention(
+        self, lq_tokens: torch.Tensor, hq_tokens: torch.Tensor, rotary: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RSA (Table 4): the blocks over the joint sequence [LQ ‖ HQ], no timestep; (B, N, D) each."""
+        tokens = torch.cat([lq_tokens, hq_tokens], dim=1)
+        for block in self.rsa_blocks:
+            tokens = block(tokens, rotary)
+        lq_tokens, hq_tokens = tokens.split([lq_tokens.shape[1], hq_tokens.shape[1]], dim=1)
+        return lq_tokens, hq_tokens
+
+    def _output(
+        self,
+        hq_tokens: torch.Tensor,
+        lq_tokens: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        shape: tuple[int, int, int, int],
+    ) -> torch.Tensor:
+        """Text cross-attention and the zero-initialised projection, shared by every variant.
+
+        ``shape`` is (B, C, grid height, grid width); returns the residual (B, C, h, w).
+        """
+        batch, channels, grid_height, grid_width = shape
+        patch = self.config.patch_size
         if self.config.lq_residual:  # per-position LQ path into the zero-initialised projection
             hq_tokens = hq_tokens + lq_tokens
-        text = encoder_hidden_states.to(hq.dtype)
+        text = encoder_hidden_states.to(hq_tokens.dtype)
         hq_tokens = hq_tokens + self.text_attention(self.text_norm(hq_tokens), encoder_hidden_states=text)
         tokens = self.proj_out(self.norm_out(hq_tokens))  # (B, N, C·p²), zero at initialisation
         patches = tokens.transpose(1, 2).reshape(batch, channels * patch * patch, grid_height, grid_width)

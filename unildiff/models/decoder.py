@@ -48,6 +48,29 @@ def skip_level(up_block: int, num_levels: int) -> int:
     return num_levels - 1 - min(up_block + 1, num_levels - 1)
 
 
+def block_router_window(window: int, level: int) -> int:
+    """The router window, in pixels of its own feature map, of a DAEM block at skip ``level``.
+
+    ``daem.window`` is in output-image pixels; a block at level j (resolution H/2^j) routes windows of
+    ``window / 2^j`` feature pixels. A window smaller than 2^j routes every feature pixel of that block
+    alone (one router token per position: ``daem.window: 1`` routes per token in every block).
+    0 routes the whole map.
+
+    Raises:
+        ConfigError: a window of at least 2^j that is not a multiple of it.
+    """
+    scale = 2**level
+    if window == 0:
+        return 0
+    if window < scale:
+        return 1
+    if window % scale:
+        raise ConfigError(
+            f"daem.window={window} must be a multiple of {scale} (skip level {level}) or below it"
+        )
+    return window // scale
+
+
 class DAEMDecoder(ModelMixin, ConfigMixin):
     """``post_quant_conv`` + VAE ``Decoder`` (same keys as ``AutoencoderKL``) + DAEM blocks.
 
@@ -100,16 +123,13 @@ class DAEMDecoder(ModelMixin, ConfigMixin):
                     f"daem.up_blocks holds {up_block}, the decoder has {len(up_block_types)} up blocks"
                 )
             level = skip_level(up_block, num_levels)
-            if window % (2**level):
-                raise ConfigError(
-                    f"daem.window={window} must be a multiple of {2**level} (skip level {level})"
-                )
+            block_window = block_router_window(window, level)
             blocks[str(up_block)] = DAEMBlock(
                 channels=reversed_channels[up_block],
                 skip_channels=block_out_channels[level],
                 num_experts=num_experts,
                 top_k=top_k,
-                window=window // (2**level),
+                window=block_window,
                 num_heads=num_heads,
             )
         self.daem_blocks = nn.ModuleDict(blocks)

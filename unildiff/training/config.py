@@ -8,6 +8,7 @@ holds the scaled-down ``tiny`` counts. Each ``__post_init__`` checks ranges and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from unildiff.errors import ConfigError
 
@@ -37,13 +38,6 @@ def _fraction(section: str, name: str, value: float) -> None:
         raise ConfigError(f"{section}.{name} must be in [0, 1], got {value!r}")
 
 
-def _lq_start(section: str, probability: float, timestep: int, noise: float) -> None:
-    _fraction(section, "lq_start_probability", probability)
-    _fraction(section, "lq_start_noise", noise)
-    if isinstance(timestep, bool) or not isinstance(timestep, int) or timestep < 0:
-        raise ConfigError(f"{section}.lq_start_timestep must be an integer >= 0, got {timestep!r}")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings every training stage shares (params section ``train``).
@@ -68,6 +62,10 @@ class TrainConfig:
         use_ema: Keep an exponential moving average of the trained weights and deliver it.
         ema_decay: EMA decay.
         prompt_dropout: Probability that a prompt is replaced by ``""`` (classifier-free guidance).
+        prompts: ``False`` trains the restoration model without prompts: stages 1a and 1b feed only ``""``
+            (as ``prompt_dropout`` 1) and stage 2 restores its inputs with ``""``; the paper's Table 5 rows
+            without a task prompt. The ``tiny`` prior's own UNet phase keeps its prompts (it stands for the
+            pre-trained text-to-image model, which the ablation does not retrain).
         log_every: dvclive logging period in optimizer steps.
         encode_batch_size: Batch size of the frozen-encoder passes (latent cache).
         optimizer: ``adamw`` (torch) | ``adamw_8bit`` (bitsandbytes' AdamW8bit: 8-bit moments, about a
@@ -97,6 +95,7 @@ class TrainConfig:
     use_ema: bool = False
     ema_decay: float = 0.999
     prompt_dropout: float = 0.2
+    prompts: bool = True
     log_every: int = 5
     encode_batch_size: int = 16
     optimizer: str = "adamw"
@@ -140,6 +139,11 @@ class TrainConfig:
         _fraction("train", "ema_decay", self.ema_decay)
         _fraction("train", "prompt_dropout", self.prompt_dropout)
 
+    @property
+    def restoration_prompt_dropout(self) -> float:
+        """Prompt dropout of stages 1a and 1b: 1 without prompts, else ``prompt_dropout``."""
+        return self.prompt_dropout if self.prompts else 1.0
+
     def accumulation_steps(self, batch_size: int, processes: int) -> int:
         """Micro-batches per optimizer step for a stage of ``batch_size`` images per micro-batch and process.
 
@@ -155,6 +159,12 @@ class TrainConfig:
                 f"{batch_size} x {processes} process(es)"
             )
         return self.global_batch_size // per_micro_step
+
+
+def prompt_fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """The resume-fingerprint entry of ``train.prompts`` for the restoration stages: empty with prompts
+    on, so states saved before the switch existed still resume."""
+    return {} if config.prompts else {"prompts": False}
 
 
 @dataclass(frozen=True)
@@ -223,28 +233,20 @@ class Stage1aConfig:
         lr: AdamW learning rate of DAFF.
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
-        lq_start_probability: Fraction of each batch that starts from the LQ latent noised to
-            ``lq_start_timestep`` instead of the gt latent noised to a random t (``tiny`` only; paper: 0).
-            The sampler takes that start with ``sampling.start: lq`` (docs/training.md).
-        lq_start_timestep: Timestep of an LQ start (trailing sampling with ``steps`` N and ``strength``
-            1/N starts at 1000/N − 1).
-        lq_start_noise: Scale of the noise added to the LQ latent at an LQ start (``sampling.start_noise``):
-            1 noises it to the timestep (SDEdit), 0 feeds the scaled LQ latent itself (OSEDiff).
+
+    Where the noisy latents start (the LQ start) is the ``start`` section, shared with stage 1b, stage 2
+    and sampling (:class:`~unildiff.start.StartConfig`).
     """
 
     steps: int = 6000
     lr: float = 5e-5
     batch_size: int = 64
     weight_decay: float = 1e-2
-    lq_start_probability: float = 0.0
-    lq_start_timestep: int = 0
-    lq_start_noise: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "lr", "batch_size"):
             _positive("stage1a", name, getattr(self, name))
         _non_negative("stage1a", "weight_decay", self.weight_decay)
-        _lq_start("stage1a", self.lq_start_probability, self.lq_start_timestep, self.lq_start_noise)
 
 
 @dataclass(frozen=True)
@@ -258,8 +260,8 @@ class Stage1bConfig:
         warmup_steps: Linear warm-up before the cosine decay.
         batch_size: Images per micro-batch and process.
         weight_decay: AdamW weight decay.
-        lq_start_probability, lq_start_timestep, lq_start_noise: The LQ start, as in
-            :class:`Stage1aConfig` (stage 2 restores its inputs from the same start).
+
+    The LQ start is the ``start`` section, as for :class:`Stage1aConfig`.
     """
 
     steps: int = 40000
@@ -268,9 +270,6 @@ class Stage1bConfig:
     warmup_steps: int = 0
     batch_size: int = 64
     weight_decay: float = 1e-2
-    lq_start_probability: float = 0.0
-    lq_start_timestep: int = 0
-    lq_start_noise: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "lr_lq_encoder", "lr_denoiser", "batch_size"):
@@ -279,7 +278,6 @@ class Stage1bConfig:
         _non_negative("stage1b", "weight_decay", self.weight_decay)
         if self.warmup_steps >= self.steps:
             raise ConfigError(f"stage1b.warmup_steps must be < stage1b.steps, got {self.warmup_steps!r}")
-        _lq_start("stage1b", self.lq_start_probability, self.lq_start_timestep, self.lq_start_noise)
 
 
 @dataclass(frozen=True)

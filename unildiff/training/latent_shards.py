@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from unildiff.data.captions import compose_prompt
 from unildiff.errors import DataError, MissingArtifactError
 from unildiff.training.latents import CACHE_STAGE, LatentRows, encode_latents
 from unildiff.utils.atomic import atomic_dir, atomic_write_json
@@ -100,7 +101,7 @@ class EncodedBatch:
         lq: [-1, 1], (n, 3, S, S) float32, CPU.
         gt: [-1, 1], (n, 3, S, S) float32, CPU.
         gt_latents: Scaled latents of ``gt``, (n, C, S/f, S/f) float32, CPU.
-        prompts: Prompt of each pair.
+        prompts: Training prompt of each pair (task prompt and description, ``compose_prompt``).
         tasks: Task of each pair.
         pair_ids: Manifest id of each pair.
     """
@@ -123,7 +124,8 @@ def _collate(items: list[dict]) -> dict:
     return {
         "lq": torch.stack([item["lq"] for item in items]),
         "gt": torch.stack([item["gt"] for item in items]),
-        **{key: [item[key] for item in items] for key in ("prompt", "task", "pair_id")},
+        "prompt": [compose_prompt(item["prompt"], item.get("caption", "")) for item in items],
+        **{key: [item[key] for item in items] for key in ("task", "pair_id")},
     }
 
 
@@ -133,7 +135,8 @@ def encode_dataset(
     """Encode a ``PairedImageDataset`` batch by batch on the VAE's device (frozen, eval mode).
 
     Args:
-        dataset: Items ``{"lq", "gt": [-1, 1] (3, S, S), "prompt", "task", "pair_id"}`` in cache order.
+        dataset: Items ``{"lq", "gt": [-1, 1] (3, S, S), "prompt", "caption", "task", "pair_id"}`` in cache
+            order; each pair's training prompt joins its prompt and caption.
         vae: A diffusers ``AutoencoderKL`` on the training device.
         batch_size: Pairs per encoder pass (``train.encode_batch_size``).
         num_workers: DataLoader processes that decode the images (``train.dataloader_workers``).

@@ -28,7 +28,8 @@ class TrainingPairs:
     Attributes:
         lq: Degraded images, [-1, 1], (N, 3, S, S), float32.
         gt: Clean images, [-1, 1], (N, 3, S, S), float32.
-        prompts: Task prompt or caption of each pair.
+        prompts: Training prompt of each pair: its task prompt and description
+            (:func:`unildiff.data.captions.compose_prompt`).
         tasks: Task name of each pair.
         pair_ids: Manifest pair id of each pair.
     """
@@ -122,6 +123,7 @@ def load_training_pairs(prepared_dir: str | Path, crop_size: int | None, seed: i
     Raises:
         DataError: whole patches of different sizes (names ``train.cache_crop_size``).
     """
+    from unildiff.data.captions import compose_prompt
     from unildiff.data.dataset import PairedImageDataset
 
     dataset = PairedImageDataset(prepared_dir, "train", crop_size=crop_size, seed=seed)
@@ -135,7 +137,7 @@ def load_training_pairs(prepared_dir: str | Path, crop_size: int | None, seed: i
     return TrainingPairs(
         lq=torch.stack([item["lq"] for item in items]),
         gt=torch.stack([item["gt"] for item in items]),
-        prompts=tuple(item["prompt"] for item in items),
+        prompts=tuple(compose_prompt(item["prompt"], item.get("caption", "")) for item in items),
         tasks=tuple(item["task"] for item in items),
         pair_ids=tuple(item["pair_id"] for item in items),
     )

@@ -285,6 +285,8 @@ class OneStepLatents(torch.nn.Module):
         vae: The prior's frozen VAE (the LQ latent of an LQ start); needed with ``start_timestep``.
         start_timestep: ``None`` starts from pure noise; an int starts from the LQ latent noised to it.
         start_noise: Scale of the noise added at an LQ start (stage 1b's ``lq_start_noise``).
+        prompt_free: Restore with the empty prompt (``train.prompts: false``: a denoiser trained without
+            prompts), instead of each pair's prompt.
     """
 
     def __init__(
@@ -296,6 +298,7 @@ class OneStepLatents(torch.nn.Module):
         vae: torch.nn.Module | None = None,
         start_timestep: int | None = None,
         start_noise: float = 1.0,
+        prompt_free: bool = False,
     ) -> None:
         super().__init__()
         if start_timestep is not None and vae is None:
@@ -303,6 +306,7 @@ class OneStepLatents(torch.nn.Module):
         self.denoiser, self.lq_encoder = denoiser, lq_encoder
         self.scheduler, self.prompts = scheduler, prompts
         self.vae, self.start_timestep, self.start_noise = vae, start_timestep, start_noise
+        self.prompt_free = prompt_free
 
     @torch.no_grad()
     def forward(self, batch: LatentBatch, generator: torch.Generator) -> torch.Tensor:
@@ -317,7 +321,8 @@ class OneStepLatents(torch.nn.Module):
         timesteps = torch.full((latents.shape[0],), start, dtype=torch.long, device=latents.device)
         noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
         noisy = self.scheduler.add_noise(origin, scale * noise, timesteps)
-        embeds, pooled = self.prompts.lookup(batch.prompt_ids, 0.0, None)
+        prompt_ids = torch.zeros_like(batch.prompt_ids) if self.prompt_free else batch.prompt_ids
+        embeds, pooled = self.prompts.lookup(prompt_ids, 0.0, None)
         prediction = self.denoiser(
             noisy, timesteps, self.lq_encoder(batch.lq), embeds, pooled, _time_ids(batch.gt)
         )

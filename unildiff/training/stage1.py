@@ -9,8 +9,9 @@ from typing import Any
 import torch
 
 from unildiff.errors import ConfigError
+from unildiff.start import StartConfig
 from unildiff.training.batches import LatentBatches, PromptTable
-from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig
+from unildiff.training.config import Stage1aConfig, Stage1bConfig, TrainConfig, prompt_fingerprint
 from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import RestorationDenoisingObjective, noise_schedule
@@ -31,17 +32,15 @@ def _objective(
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
     cache: LatentSource,
-    config: Stage1aConfig | Stage1bConfig,
+    start: StartConfig,
     train_config: TrainConfig,
 ) -> tuple[RestorationDenoisingObjective, LatentBatches]:
     from unildiff.models.denoiser import UniLDiffDenoiser
 
     scheduler = noise_schedule(prior.scheduler)
-    section = "stage1a" if isinstance(config, Stage1aConfig) else "stage1b"
-    if config.lq_start_timestep >= scheduler.config.num_train_timesteps:
+    if start.trains_lq_start and start.timestep >= scheduler.config.num_train_timesteps:
         raise ConfigError(
-            f"{section}.lq_start_timestep must be < {scheduler.config.num_train_timesteps}, "
-            f"got {config.lq_start_timestep}"
+            f"start.timestep must be < {scheduler.config.num_train_timesteps}, got {start.timestep}"
         )
     table = PromptTable.from_prior(prior, cache.prompts)
     objective = RestorationDenoisingObjective(
@@ -49,12 +48,12 @@ def _objective(
         lq_encoder,
         scheduler,
         table,
-        train_config.prompt_dropout,
+        train_config.restoration_prompt_dropout,
         train_config.crop_size,
         vae=prior.vae,
-        lq_start_probability=config.lq_start_probability,
-        lq_start_timestep=config.lq_start_timestep,
-        lq_start_noise=config.lq_start_noise,
+        lq_start_probability=start.training_fraction,
+        lq_start_timestep=start.timestep,
+        lq_start_noise=start.noise,
     )
     return objective, LatentBatches(cache, table)
 
@@ -65,6 +64,7 @@ def train_stage1a(
     daff: torch.nn.Module,
     cache: LatentSource,
     config: Stage1aConfig,
+    start: StartConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,
     live_dir: Path | None,
@@ -79,6 +79,8 @@ def train_stage1a(
         daff: DAFF to train, in place.
         cache: Cached clean latents and lq [-1, 1] (N, 3, S, S) images.
         config: Steps, lr, batch size.
+        start: The start the sampler will take (params ``start``): ``training_fraction`` of each batch
+            is drawn there instead of at a random timestep.
         train_config: Shared loop settings.
         checkpoint_dir: ``checkpoints/stage1a``.
         live_dir: ``dvclive/stage1a`` or ``None``.
@@ -87,7 +89,7 @@ def train_stage1a(
     """
     _freeze(prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     daff.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
+    objective, batches = _objective(prior, lq_encoder, daff, cache, start, train_config)
     run = TrainingRun(
         stage="stage1a",
         objective=objective,
@@ -97,7 +99,13 @@ def train_stage1a(
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
-        fingerprint={"stage1a": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        fingerprint={
+            "stage1a": dataclasses.asdict(config),
+            "start": dataclasses.asdict(start),
+            "daff": _settings(daff),
+            "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
+        },
         weight_decay=config.weight_decay,
     )
     result = train(run, train_config, accelerator)
@@ -112,6 +120,7 @@ def train_stage1b(
     daff: torch.nn.Module,
     cache: LatentSource,
     config: Stage1bConfig,
+    start: StartConfig,
     train_config: TrainConfig,
     checkpoint_dir: Path,
     live_dir: Path | None,
@@ -128,7 +137,7 @@ def train_stage1b(
     _freeze(prior.vae, prior.text_encoder, prior.text_encoder_2)
     for module in (lq_encoder, daff, prior.unet):
         module.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, config, train_config)
+    objective, batches = _objective(prior, lq_encoder, daff, cache, start, train_config)
     if daff.config.fusion:
         groups = [
             ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),
@@ -145,7 +154,13 @@ def train_stage1b(
         batch_size=config.batch_size,
         checkpoint_dir=checkpoint_dir,
         live_dir=live_dir,
-        fingerprint={"stage1b": dataclasses.asdict(config), "daff": _settings(daff), "inputs": inputs_key},
+        fingerprint={
+            "stage1b": dataclasses.asdict(config),
+            "start": dataclasses.asdict(start),
+            "daff": _settings(daff),
+            "inputs": inputs_key,
+            **prompt_fingerprint(train_config),
+        },
         lr_schedule="cosine",
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,

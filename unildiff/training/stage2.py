@@ -10,7 +10,7 @@ import torch
 
 from unildiff.errors import ConfigError
 from unildiff.training.batches import LatentBatches, PromptTable
-from unildiff.training.config import Stage2Config, TrainConfig
+from unildiff.training.config import Stage2Config, TrainConfig, prompt_fingerprint
 from unildiff.training.latents import LatentSource
 from unildiff.training.loop import ParamGroup, TrainingResult, TrainingRun, train
 from unildiff.training.objectives import DecoderObjective, OneStepLatents, noise_schedule
@@ -100,6 +100,7 @@ def train_stage2(
             vae=prior.vae,
             start_timestep=start_timestep,
             start_noise=start_noise,
+            prompt_free=not train_config.prompts,
         )
         batches = LatentBatches(cache, table)
     else:
@@ -124,6 +125,7 @@ def train_stage2(
             "decoder": settings,
             "inputs": inputs_key,
             "latent_start": [start_timestep, start_noise],
+            **prompt_fingerprint(train_config),
         },
         lr_schedule="cosine",
         weight_decay=config.weight_decay,
