@@ -118,3 +118,29 @@ def test_a_failure_while_writing_keeps_the_old_reports(
 def test_a_name_that_is_not_a_folder_name_is_refused(name: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--name .* must be a folder name"):
         named_reports_dir(name, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--pairs", "SET"], "--pairs DIR and --name NAME go together"),
+        (["--name", "x"], "--pairs DIR and --name NAME go together"),
+        (["--pairs", "SET", "--name", "../x"], "--name '../x' must be a folder name"),
+        (["--pairs", "SET", "--name", "x", "--task", "t", "--prompt", "p"], "--task and --prompt exclude"),
+        (["--pairs", "NOWHERE", "--name", "x"], "--pairs: folder not found"),
+    ],
+)
+def test_the_command_refuses_bad_arguments_before_opening_a_model(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from unildiff.cli import app
+
+    _pairs_folder(tmp_path / "set", count=1)
+    given = [str(tmp_path / "set") if item == "SET" else str(tmp_path / item) if item == "NOWHERE" else item
+             for item in arguments]  # fmt: skip
+    model = tmp_path / "no_model"  # never opened: every refusal comes first
+    result = CliRunner().invoke(app, ["evaluate", *given, "--model", str(model), "--metric", "psnr"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("error: ") and message in result.output
