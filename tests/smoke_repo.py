@@ -24,6 +24,7 @@ COPIED = (
     "unildiff",
     "presets",
     "reports/seeds.json",  # the committed seed report, a dep of the card stage
+    "data/raw/builtin",  # data.root of the built-in source: a dependency of prepare
 )
 
 

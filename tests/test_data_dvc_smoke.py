@@ -36,7 +36,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy with the data stages of dvc.yaml, smoke-sized data params, and fresh git + DVC repos."""
     repo = tmp_path_factory.mktemp("dvc") / "repo"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("stages", "unildiff"):
+    for name in ("stages", "unildiff", "data/raw/builtin"):
         shutil.copytree(REPO_ROOT / name, repo / name, ignore=ignore)
     pipeline = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())
     stages = {name: pipeline["stages"][name] for name in DATA_STAGES}
@@ -66,7 +66,6 @@ def test_failing_suite_fails_the_stage_with_a_named_expectation(repo: Path) -> N
     completed = _run(["dvc", "repro", "validate"], repo, check=False)
     assert completed.returncode != 0
     assert "Running stage 'prepare'" not in completed.stdout  # data params unchanged: prepare is cached
-    assert (
-        "expect_column_values_to_be_between(column='pairs', min_value=50.0)"
-        in completed.stdout + completed.stderr
-    )
+    output = completed.stdout + completed.stderr
+    assert "expect_column_values_to_be_between(column='pairs', min_value=50.0)" in output
+    assert "-> threshold validate.min_pairs_per_task; fix the data" in output  # the knob, named

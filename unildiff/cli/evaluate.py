@@ -20,6 +20,45 @@ def read_gate_config(params_file: Path):
     return load_section("gate", GateConfig, path=params_file)
 
 
+def _evaluate_named(
+    pairs: Path | None,
+    name: str,
+    model: Path,
+    task: str,
+    prompt: str,
+    metrics: list[str] | None,
+    y_channel: bool,
+    reports: Path,
+    device: str,
+) -> None:
+    """``unildiff evaluate --pairs DIR --name NAME``: the folder and the name are checked before the model
+    is opened; the model restores every pair with its recorded settings."""
+    from unildiff.data.readers import read_named_pairs
+    from unildiff.errors import ConfigError
+    from unildiff.evaluation.metrics import METRICS, MetricSuite
+    from unildiff.evaluation.named import named_reports_dir, score_named_pairs, write_named_reports
+    from unildiff.pipeline_unildiff import UniLDiffPipeline
+
+    if pairs is None or not name:
+        raise ConfigError("--pairs DIR and --name NAME go together (reports go to <reports>/named/<NAME>/)")
+    if task and prompt:
+        raise ConfigError("--task and --prompt exclude each other")
+    directory = named_reports_dir(name, reports)
+    found = read_named_pairs(pairs)
+    suite = MetricSuite(list(metrics or METRICS), y_channel=y_channel, device=device)
+    pipeline = UniLDiffPipeline.from_pretrained(model).to(device)
+    text = pipeline.prompt_for(task) if task else prompt
+    sampler = pipeline.sampler()
+    typer.echo(f"{len(found)} pairs in {pairs}; prompt: {text!r}" + (" (blind)" if not text else ""))
+
+    def restore(lq, generator):
+        return sampler(lq.to(device), text, generator)
+
+    result = score_named_pairs(found, restore, suite, name, seed=sampler.config.seed)
+    payload = write_named_reports(result, directory, pairs)
+    typer.echo(f"wrote {directory}: input {payload['input']['avg']}, restored {payload['restored']['avg']}")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``evaluate`` and ``check-metrics`` to ``app``."""
 
@@ -32,9 +71,29 @@ def register(app: typer.Typer) -> None:
         max_images: Annotated[int, typer.Option(help="At most this many test pairs (0 = all).")] = 0,
         split: Annotated[str, typer.Option(help="test (the reports) | val (tuning).")] = "test",
         model: ModelOption = paths.MODEL,
+        pairs: Annotated[
+            Path | None,
+            typer.Option(
+                help="Score a folder of pairs (lq/ + gt/ or input/ + target/) instead of a prepared split; "
+                "needs --name."
+            ),
+        ] = None,
+        name: Annotated[
+            str, typer.Option(help="Name of the --pairs set: its reports go to <reports>/named/<NAME>/.")
+        ] = "",
+        task: Annotated[
+            str, typer.Option(help="--pairs: a task name or its prompt (`unildiff tasks`); none = blind.")
+        ] = "",
+        prompt: Annotated[str, typer.Option(help="--pairs: free-text prompt instead of a task.")] = "",
+        device: Annotated[str, typer.Option(help="--pairs: torch device (cpu, cuda).")] = "cpu",
     ) -> None:
         """Score the model (with its recorded settings), the degraded input and the ablations on a split
-        (test); write reports/."""
+        (test); write reports/. With --pairs DIR --name NAME: score a named folder of pairs instead and
+        write reports/named/NAME/ (metrics.json, per_image.csv)."""
+        if pairs is not None or name:
+            with reported_errors():
+                _evaluate_named(pairs, name, model, task, prompt, metric, y_channel, reports, device)
+            return
         with reported_errors():
             from unildiff.evaluation.evaluate import EvaluateConfig, evaluate_model
             from unildiff.evaluation.reports import write_reports

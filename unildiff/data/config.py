@@ -19,7 +19,9 @@ class DataConfig:
             (:mod:`unildiff.data.settings`).
         task: the one task of ``setting: single`` (e.g. ``derain``); empty for every other setting.
         source: ``builtin`` (photos shipped with scikit-image/scikit-learn) or ``folder`` (``root``).
-        root: dataset root for ``source=folder``.
+        root: the dataset folder for ``source=folder``, inside the repository (normally
+            ``data/raw/<name>``, tracked with ``dvc add``); ``prepare`` depends on it in ``dvc.yaml``. With
+            ``source=builtin`` it names the empty placeholder ``data/raw/builtin``.
         patch_size: side of the square training patches cut from the built-in photos.
         test_patch_size: side of the test patches (larger, so padding/tiling is exercised).
         train_pairs_per_task: built-in training pairs per task.
@@ -40,7 +42,7 @@ class DataConfig:
     setting: str = "aio3"
     task: str = ""
     source: str = "builtin"
-    root: Path = Path("data/raw")
+    root: Path = Path("data/raw/builtin")
     patch_size: int = 64
     test_patch_size: int = 128
     train_pairs_per_task: int = 100

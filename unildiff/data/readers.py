@@ -23,6 +23,7 @@ A pair that fails to match raises :class:`DataError` naming both sides; nothing 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,3 +245,104 @@ def read_folder_pairs(
         )
         return read_promptir(root, others) + real_readers.read_raindrop(_require(root, "RainDrop"), root)
     return read_promptir(root, setting)
+
+
+BUILTIN_PLACEHOLDER = Path("data/raw/builtin")
+"""``data.root`` of the built-in source: a committed folder holding only a README (docs/data.md)."""
+
+
+def check_dataset_root(root: Path, repository: Path) -> Path:
+    """Refuse a folder-source ``data.root`` that DVC cannot version with the repository.
+
+    ``prepare`` depends on ``data.root`` in ``dvc.yaml``; DVC hashes a folder outside the repository too,
+    but keeps no copy of it and records a path that exists only on this machine, so such a root is
+    refused with the commands that bring it in.
+
+    Args:
+        root: ``data.root`` as written in params (relative to ``repository`` or absolute).
+        repository: the repository root (the stage's working directory).
+
+    Returns:
+        ``root`` relative to ``repository``.
+
+    Raises:
+        ConfigError: ``root`` lies outside ``repository`` (symbolic links resolved), or it is the built-in
+            source's placeholder.
+    """
+    repository = Path(repository).resolve()
+    resolved = (repository / root).resolve()
+    if not resolved.is_relative_to(repository):
+        name = resolved.name or "dataset"
+        raise ConfigError(
+            f"data.root {root} is outside the repository, so DVC cannot version it: bring it in with "
+            f"`dvc import-url {resolved} data/raw/{name}` (or copy it to data/raw/{name} and run "
+            f"`dvc add data/raw/{name}`), then set data.root=data/raw/{name}"
+        )
+    relative = resolved.relative_to(repository)
+    if relative == BUILTIN_PLACEHOLDER:
+        raise ConfigError(
+            f"data.root is {BUILTIN_PLACEHOLDER}, the built-in source's empty placeholder: with "
+            "data.source=folder set data.root to your dataset folder (data/raw/<name>, docs/data.md)"
+        )
+    return relative
+
+
+@dataclass(frozen=True)
+class NamedPair:
+    """A pair of a named scoring folder: ``name`` is the lq file stem."""
+
+    name: str
+    lq_path: Path
+    gt_path: Path
+
+
+# How lq and gt file names correspond in a scoring folder: same stem; PromptIR's Rain100L
+# (rain-N <-> norain-N); SOTS / RESIDE dehazing (<id>_<A>_<beta> <-> <id>, several lq per gt).
+_NAME_SCHEMES: tuple[tuple[KeyFunction, KeyFunction, bool], ...] = (
+    (lambda stem: stem, lambda stem: stem, True),
+    (_derain_lq_key, _derain_gt_key, True),
+    (_dehaze_lq_key, lambda stem: stem, False),
+)
+
+SCORING_LAYOUTS = (("lq", "gt"), ("input", "target"))
+"""Sub-folder pairs a scoring folder may hold (names match case-insensitively)."""
+
+
+def read_named_pairs(folder: Path) -> list[NamedPair]:
+    """The pairs of a folder to score: ``lq/`` + ``gt/`` or ``input/`` + ``target/``, matched by name.
+
+    File names match by stem, or by PromptIR's test-set conventions (``rain-N`` <-> ``norain-N``;
+    ``<id>_*`` <-> ``<id>``), whichever matches the most lq files; then every lq must have its gt (and,
+    except for the many-to-one dehazing names, every gt its lq).
+
+    Raises:
+        DataError: ``folder`` is missing or holds neither layout (or both), or a pair does not match
+            (the message names the file).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"--pairs: folder not found: {folder}")
+    layouts = [
+        (_child(folder, lq), _child(folder, gt))
+        for lq, gt in SCORING_LAYOUTS
+        if _child(folder, lq) is not None and _child(folder, gt) is not None
+    ]
+    if len(layouts) != 1:
+        wanted = " or ".join(f"{lq}/ + {gt}/" for lq, gt in SCORING_LAYOUTS)
+        found = "both" if layouts else "neither"
+        raise DataError(f"--pairs {folder} must hold {wanted} (found {found})")
+    lq_dir, gt_dir = layouts[0]
+    assert lq_dir is not None and gt_dir is not None
+    lq_stems = [path.stem for path in _images(lq_dir)]
+    gt_stems = [path.stem for path in _images(gt_dir)]
+
+    def matched(scheme: tuple[KeyFunction, KeyFunction, bool]) -> int:
+        gt_keys = {scheme[1](stem) for stem in gt_stems}
+        return sum(scheme[0](stem) in gt_keys for stem in lq_stems)
+
+    lq_key, gt_key, one_to_one = max(_NAME_SCHEMES, key=matched)  # the first on a tie: same stem
+    pairs = match_pairs(lq_dir, gt_dir, lq_key, gt_key, one_to_one)
+    repeated = sorted(name for name, count in Counter(lq.stem for lq, _ in pairs).items() if count > 1)
+    if repeated:
+        raise DataError(f"two lq images in {lq_dir} share the name {repeated[0]!r}")
+    return [NamedPair(lq.stem, lq, gt) for lq, gt in pairs]

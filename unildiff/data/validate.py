@@ -30,6 +30,7 @@ from unildiff.data.validate_content import ContentTable, content_table, decode
 from unildiff.data.validate_duplicates import same_picture_columns
 from unildiff.data.validate_features import thumbnail_png_base64
 from unildiff.data.validate_recipe import TaskEnvelope
+from unildiff.data.validate_remedies import TOO_FEW_PAIRS
 from unildiff.data.validate_report import failure_message, report_html
 from unildiff.data.validate_run import ExpectationOutcome, run_checks
 from unildiff.data.validate_suite import Check, distribution_checks, pair_checks
@@ -177,7 +178,7 @@ def validate_prepared(
         column="pairs", min_value=config.min_pairs_per_task
     )
     counts = task_count_table(frame, setting_name, task)
-    count_check = Check("too few pairs for a task and split", minimum, ("pairs",))
+    count_check = Check("too few pairs for a task and split", minimum, TOO_FEW_PAIRS, ("pairs",))
     outcomes += run_checks(
         context, "task_counts", counts, [count_check], ["split", "task"], config.max_examples
     )

@@ -26,11 +26,13 @@ _STYLE = (
 
 
 def failure_message(report: ValidationReport, html_hint: str = "") -> str:
-    """One line naming every failed check, its offending pairs (or groups) and their evidence."""
+    """One line naming every failed check, its offending pairs (or groups), their evidence, the params
+    key of its threshold and whether to fix the data or the threshold."""
     failures = report.failures
     parts = [
         f"{outcome.reason} [{outcome.expectation}({outcome.short_arguments})]: {outcome.unexpected_count} "
         f"offending row(s), e.g. {'; '.join(outcome.examples) or 'see the report'}"
+        + (f" -> {outcome.remedy}" if outcome.remedy else "")
         for outcome in failures
     ]
     hint = f" (thumbnails: {html_hint})" if html_hint else ""
@@ -67,20 +69,22 @@ def report_html(report: ValidationReport) -> str:
             f"<div class='failure'><b>{escape(outcome.reason)}</b>: "
             f"{outcome.unexpected_count} offending row(s)"
             f"<br><code>{escape(outcome.expectation)}({escape(outcome.arguments)})</code>"
+            f"<br>{escape(outcome.remedy)}"
             f"<ul>{''.join(f'<li>{escape(example)}</li>' for example in outcome.examples)}</ul>"
             + "".join(_pair_figure(pair_id, report.thumbnails) for pair_id in outcome.pair_ids)
             + "</div>"
         )
     lines.append(
         "<h2>Checks</h2><table><tr><th>reason</th><th>expectation</th><th>arguments</th><th>result</th>"
-        "<th>unexpected</th><th>examples</th></tr>"
+        "<th>unexpected</th><th>examples</th><th>threshold and fix</th></tr>"
     )
     for outcome in report.outcomes:
         css = "ok" if outcome.success else "fail"
         lines.append(
             f"<tr class='{css}'><td>{escape(outcome.reason)}</td><td>{escape(outcome.expectation)}</td>"
             f"<td>{escape(outcome.arguments)}</td><td>{'pass' if outcome.success else 'FAIL'}</td>"
-            f"<td>{outcome.unexpected_count}</td><td>{escape('; '.join(outcome.examples))}</td></tr>"
+            f"<td>{outcome.unexpected_count}</td><td>{escape('; '.join(outcome.examples))}</td>"
+            f"<td>{escape(outcome.remedy)}</td></tr>"
         )
     lines.append(
         "</table><h2>What each task's recipe allows</h2><table><tr><th>task</th><th>rule</th>"

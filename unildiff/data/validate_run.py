@@ -41,6 +41,7 @@ class ExpectationOutcome:
         pair_ids: the pairs to show in the report (offending pairs, or a failed group's most extreme).
         short_arguments: ``arguments`` without the long ones, for one-line messages.
         group: ``task=..., split=...`` of a distribution check; empty for per-pair and count checks.
+        remedy: ``threshold <params keys>; fix the data ...`` (:meth:`Remedy.text`): what to change.
     """
 
     reason: str
@@ -52,6 +53,7 @@ class ExpectationOutcome:
     pair_ids: tuple[str, ...] = ()
     short_arguments: str = ""
     group: str = ""
+    remedy: str = ""
 
 
 def _number(value: Any) -> str:
@@ -154,6 +156,7 @@ def run_checks(
                 examples=examples,
                 pair_ids=pair_ids,
                 group=check.group or "",
+                remedy=check.remedy.text(),
             )
         )
     return outcomes

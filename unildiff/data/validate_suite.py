@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unildiff.data import validate_remedies as remedies
 from unildiff.data.manifest import SPLITS
 from unildiff.data.validate_config import ContentRules
 from unildiff.data.validate_recipe import REAL
+from unildiff.data.validate_remedies import Remedy
 
 QUANTILES = (0.1, 0.5, 0.9)
 _QUANTILE_FACTOR = 1.7
@@ -36,11 +38,12 @@ _QUANTILE_FACTOR = 1.7
 
 @dataclass(frozen=True)
 class Check:
-    """One expectation with its reason and the evidence columns quoted for each offending pair.
+    """One expectation with its reason, its remedy and the evidence columns quoted for each offending pair.
 
     Attributes:
         reason: what is wrong, in words (``gt is flat``).
         expectation: the GX expectation.
+        remedy: the params keys of its threshold and whether to fix the data or the threshold.
         evidence: columns quoted beside each offending pair id.
         group: ``task=..., split=...`` (or ``split=...``) of a distribution check, None per pair.
         condition: the pandas query selecting the group's rows.
@@ -49,6 +52,7 @@ class Check:
 
     reason: str
     expectation: Any
+    remedy: Remedy
     evidence: tuple[str, ...] = ()
     group: str | None = None
     condition: str | None = None
@@ -76,25 +80,48 @@ def pair_checks(task_names: list[str], rules: ContentRules) -> list[Check]:
         )
 
     checks = [
-        Check("pair id is not unique", expect.ExpectColumnValuesToBeUnique(column="pair_id")),
-        Check("split is not one of " + "/".join(SPLITS), in_set("split", list(SPLITS)), ("split",)),
-        Check("task is not in the setting", in_set("task", task_names), ("task",)),
-        Check("prompt is missing", expect.ExpectColumnValuesToNotBeNull(column="prompt")),
         Check(
-            "source photo is in more than one split", in_set("source_in_both_splits", [False]), ("source_id",)
+            "pair id is not unique",
+            expect.ExpectColumnValuesToBeUnique(column="pair_id"),
+            remedies.RERUN_PREPARE,
+        ),
+        Check(
+            "split is not one of " + "/".join(SPLITS),
+            in_set("split", list(SPLITS)),
+            remedies.RERUN_PREPARE,
+            ("split",),
+        ),
+        Check(
+            "task is not in the setting", in_set("task", task_names), remedies.TASK_NOT_IN_SETTING, ("task",)
+        ),
+        Check(
+            "prompt is missing", expect.ExpectColumnValuesToNotBeNull(column="prompt"), remedies.RERUN_PREPARE
+        ),
+        Check(
+            "source photo is in more than one split",
+            in_set("source_in_both_splits", [False]),
+            remedies.SOURCE_IN_TWO_SPLITS,
+            ("source_id",),
         ),
     ]
     for side in ("lq", "gt"):
         checks += [
-            Check(f"{side} cannot be decoded", in_set(f"{side}_readable", [True]), (f"{side}_path",)),
+            Check(
+                f"{side} cannot be decoded",
+                in_set(f"{side}_readable", [True]),
+                remedies.UNREADABLE,
+                (f"{side}_path",),
+            ),
             Check(
                 f"{side} height differs from the manifest",
                 equal("height", f"{side}_height"),
+                remedies.SIZE_MISMATCH,
                 ("height", f"{side}_height"),
             ),
             Check(
                 f"{side} width differs from the manifest",
                 equal("width", f"{side}_width"),
+                remedies.SIZE_MISMATCH,
                 ("width", f"{side}_width"),
             ),
         ]
@@ -102,43 +129,56 @@ def pair_checks(task_names: list[str], rules: ContentRules) -> list[Check]:
         Check(
             "degradations column is not the task's recipe",
             in_set("recipe_matches", [True]),
+            remedies.RERUN_PREPARE,
             ("task", "degradations"),
         ),
-        Check("gt is flat", between("gt_std_min", min_value=rules.gt_min_channel_std), ("gt_std_min",)),
+        Check(
+            "gt is flat",
+            between("gt_std_min", min_value=rules.gt_min_channel_std),
+            remedies.GT_FLAT,
+            ("gt_std_min",),
+        ),
         Check(
             "gt is blown out (white)",
             between("gt_white_fraction", max_value=rules.gt_max_white_fraction),
+            remedies.GT_WHITE,
             ("gt_white_fraction",),
         ),
         Check(
             "gt is crushed (black)",
             between("gt_black_fraction", max_value=rules.gt_max_black_fraction),
+            remedies.GT_BLACK,
             ("gt_black_fraction",),
         ),
-        Check("lq is identical to gt", in_set("lq_identical", [False])),
+        Check("lq is identical to gt", in_set("lq_identical", [False]), remedies.LQ_IS_GT),
         Check(
             "lq is less degraded than its recipe allows",
             at_least("psnr_high_db", "psnr_db"),
+            remedies.LESS_DEGRADED,
             ("psnr_db", "psnr_high_db", "psnr_rule"),
         ),
         Check(
             "lq is more degraded than its recipe allows",
             at_least("psnr_db", "psnr_low_db"),
+            remedies.MORE_DEGRADED,
             ("psnr_db", "psnr_low_db", "psnr_rule"),
         ),
         Check(
             "lq does not line up with its gt (mis-paired?)",
             at_least("alignment", "alignment_floor"),
+            remedies.MISALIGNED,
             ("alignment", "alignment_floor"),
         ),
         Check(
             "gt is the same picture as a gt of another split (leakage)",
             expect.ExpectColumnValuesToBeNull(column="gt_leak"),
+            remedies.SAME_PICTURE,
             ("gt_leak",),
         ),
         Check(
             "gt is the same picture as a gt of another source",
             expect.ExpectColumnValuesToBeNull(column="gt_duplicate"),
+            remedies.SAME_PICTURE,
             ("gt_duplicate",),
         ),
     ]
@@ -174,16 +214,20 @@ def _selector(**equalities: str) -> Selector:
     return query, condition
 
 
-def _mean(reason: str, column: str, low: float, high: float, label: str, selector: Selector) -> Check:
+def _mean(
+    reason: str, column: str, low: float, high: float, remedy: Remedy, label: str, selector: Selector
+) -> Check:
     import great_expectations as gx
 
     expectation = gx.expectations.ExpectColumnMeanToBeBetween(
         column=column, min_value=round(low, 4), max_value=round(high, 4), row_condition=selector[1]
     )
-    return Check(reason, expectation, (column,), label, selector[0], column)
+    return Check(reason, expectation, remedy, (column,), label, selector[0], column)
 
 
-def _quantiles(reason: str, column: str, ranges: list[list[float]], label: str, selector: Selector) -> Check:
+def _quantiles(
+    reason: str, column: str, ranges: list[list[float]], remedy: Remedy, label: str, selector: Selector
+) -> Check:
     import great_expectations as gx
 
     # allow_relative_error="linear": pandas interpolates linearly, as numpy.quantile does for the reference
@@ -191,11 +235,11 @@ def _quantiles(reason: str, column: str, ranges: list[list[float]], label: str, 
         column=column, quantile_ranges={"quantiles": list(QUANTILES), "value_ranges": ranges},
         allow_relative_error="linear", row_condition=selector[1],
     )  # fmt: skip
-    return Check(reason, expectation, (column,), label, selector[0], column)
+    return Check(reason, expectation, remedy, (column,), label, selector[0], column)
 
 
 def _against(
-    column: str, observed: int, reference: np.ndarray, margin: float, source: str,
+    column: str, observed: int, reference: np.ndarray, margin: float, source: str, remedy: Remedy,
     group: tuple[str, Selector], rules: ContentRules, with_quantiles: bool = True,
 ) -> list[Check]:  # fmt: skip
     """Mean (and quantiles) of ``column`` within the bounds of an independent reference sample.
@@ -206,6 +250,7 @@ def _against(
         reference: the reference sample.
         margin: added to every bound (in the column's unit).
         source: the reference, in words ("its recipe", "the train split").
+        remedy: the keys of the bounds and what to fix.
         group: the group's label and selector.
         rules: the thresholds.
         with_quantiles: also check the 10/50/90 % quantiles.
@@ -214,10 +259,11 @@ def _against(
         return []
     scale = rules.distribution_z * _spread(reference) * math.sqrt(1.0 / observed + 1.0 / len(reference))
     low, high = float(reference.mean()) - margin - scale, float(reference.mean()) + margin + scale
-    checks = [_mean(f"mean {column} drifted from {source}", column, low, high, *group)]
+    checks = [_mean(f"mean {column} drifted from {source}", column, low, high, remedy, *group)]
     if with_quantiles:
         ranges = _around(reference, margin + _QUANTILE_FACTOR * scale)
-        checks.append(_quantiles(f"{column} quantiles drifted from {source}", column, ranges, *group))
+        reason = f"{column} quantiles drifted from {source}"
+        checks.append(_quantiles(reason, column, ranges, remedy, *group))
     return checks
 
 
@@ -232,8 +278,15 @@ def _noise_checks(group: pd.DataFrame, rules: ContentRules, label: str, selector
     reason = "mean psnr_db drifted from its recipe (psnr_excess_db = psnr_db - analytic PSNR)"
     ranges = _around(expected, rules.distribution_margin_db + rules.distribution_z * residual)
     return [
-        _mean(reason, "psnr_excess_db", -width, width, label, selector),
-        _quantiles("psnr_db quantiles drifted from its recipe", "psnr_db", ranges, label, selector),
+        _mean(reason, "psnr_excess_db", -width, width, remedies.NOISE_DRIFT, label, selector),
+        _quantiles(
+            "psnr_db quantiles drifted from its recipe",
+            "psnr_db",
+            ranges,
+            remedies.NOISE_DRIFT,
+            label,
+            selector,
+        ),
     ]
 
 
@@ -256,24 +309,39 @@ def distribution_checks(
             checks += _noise_checks(members, rules, *group)
         elif (task, split) in references:
             draws = references[(task, split)]
-            checks += _against("psnr_db", psnr, draws[:, 0], psnr_margin, "its recipe", group, rules)
+            recipe = "its recipe"
             checks += _against(
-                "lq_brightness", brightness, draws[:, 1], brightness_margin, "its recipe", group, rules, False
+                "psnr_db", psnr, draws[:, 0], psnr_margin, recipe, remedies.RECIPE_PSNR_DRIFT, group, rules
             )
+            checks += _against(
+                "lq_brightness", brightness, draws[:, 1], brightness_margin, recipe,
+                remedies.RECIPE_BRIGHTNESS_DRIFT, group, rules, False,
+            )  # fmt: skip
         elif bool((members["degradations"] == REAL).all()) and split != "train":
             train = frame[(frame["task"] == task) & (frame["split"] == "train")]
             source = "the train split"
-            checks += _against("psnr_db", psnr, _finite(train["psnr_db"]), psnr_margin, source, group, rules)
+            checks += _against(
+                "psnr_db",
+                psnr,
+                _finite(train["psnr_db"]),
+                psnr_margin,
+                source,
+                remedies.REAL_PSNR_DRIFT,
+                group,
+                rules,
+            )
             reference = _finite(train["lq_brightness"])
             checks += _against(
-                "lq_brightness", brightness, reference, brightness_margin, source, group, rules, False
-            )
+                "lq_brightness", brightness, reference, brightness_margin, source,
+                remedies.REAL_BRIGHTNESS_DRIFT, group, rules, False,
+            )  # fmt: skip
     for split in dict.fromkeys(frame["split"]):
         label, selector = f"split={split}", _selector(split=str(split))
-        for column, (low, high) in (
-            ("gt_brightness", rules.gt_brightness_range),
-            ("short_side", rules.short_side_range),
+        for column, (low, high), remedy in (
+            ("gt_brightness", rules.gt_brightness_range, remedies.GT_BRIGHTNESS_RANGE),
+            ("short_side", rules.short_side_range, remedies.SHORT_SIDE_RANGE),
         ):
             reason = f"{column} quantiles outside [{low:g}, {high:g}]"
-            checks.append(_quantiles(reason, column, [[low, high]] * len(QUANTILES), label, selector))
+            ranges = [[low, high]] * len(QUANTILES)
+            checks.append(_quantiles(reason, column, ranges, remedy, label, selector))
     return checks
