@@ -232,8 +232,10 @@ def stage_modules(
     daff_config,
     daem_config,
     dtype: torch.dtype = torch.bfloat16,
+    device: str = "meta",
 ) -> tuple[list[StageModules], Callable[[bool], None]]:
-    """The three training stages of UniLDiff on the meta device, for :func:`plan_stage`.
+    """The three training stages of UniLDiff on the meta device, for :func:`plan_stage` (or on a real
+    device with random weights and inputs, to measure a training step against the plan).
 
     Text encoders are not resident during training (the prompt table is computed once), and stage 1
     reads cached latents, so the VAE appears only in stage 2 (its encoder gives the LQ skips).
@@ -244,6 +246,7 @@ def stage_modules(
         daff_config: ``DAFFConfig``.
         daem_config: ``DAEMConfig``.
         dtype: Module and activation dtype of the estimate.
+        device: ``meta`` (shapes only) or a real device (random weights and standard-normal inputs).
 
     Returns:
         The stages ``stage1a``, ``stage1b``, ``stage2`` and the checkpointing switch of the UNet
@@ -261,7 +264,7 @@ def stage_modules(
         # nn.Module.to: ModelMixin.to warns about fp32-kept modules, which these classes do not have.
         return torch.nn.Module.to(module, dtype)
 
-    with torch.device("meta"):
+    with torch.device(device):
         unet = cast(UNet2DConditionModel(**unet_config))
         vae = cast(AutoencoderKL(**vae_config))
         lq_encoder = cast(LQEncoder.from_vae(vae))
@@ -272,13 +275,13 @@ def stage_modules(
     time_dims = 6 * unet.config.addition_time_embed_dim
     pooled_dim = unet.config.projection_class_embeddings_input_dim - time_dims
 
-    def meta(*shape: int) -> torch.Tensor:
-        return torch.empty(*shape, device="meta", dtype=dtype)
+    def meta(*shape: int) -> torch.Tensor:  # (random values off the meta device)
+        return torch.randn(*shape, device=device, dtype=dtype)
 
     def denoise(batch: int, size: int) -> torch.Tensor:
         lq = meta(batch, 3, size, size)
         latent = meta(batch, unet.config.in_channels, size // factor, size // factor)
-        timesteps = torch.zeros(batch, dtype=torch.long, device="meta")
+        timesteps = torch.full((batch,), 500, dtype=torch.long, device=device)
         text = meta(batch, 77, unet.config.cross_attention_dim)
         return denoiser(latent, timesteps, lq_encoder(lq), text, meta(batch, pooled_dim), meta(batch, 6))
 
