@@ -84,12 +84,14 @@ def _export_onnx_sdxl_size(
             output, parity, config, TensorRTProfileConfig(), lambda name: typer.echo(f"exporting {name} ...")
         )
         for name, graph in report["graphs"].items():
+            rss = graph["peak_rss_gib"]
             worst = max(item["max_abs_diff"] for item in graph["input_sets"])
             typer.echo(
                 f"{name:>10} ({graph['dtype']}, {graph['parameters'] / 1e6:.1f} M parameters): "
                 f"max |ORT - torch| {worst:.3g}, "
                 f"{'ok' if graph['within_tolerance'] else 'OUTSIDE TOLERANCE'}; "
-                f"{sum(graph['seconds'].values()):.0f} s, peak RSS {graph['peak_rss_gib']:.2f} GiB"
+                f"{sum(graph['seconds'].values()):.0f} s, peak RSS "
+                f"{rss['export']:.2f} GiB (export) / {rss['check']:.2f} GiB (check)"
             )
         typer.echo(f"wrote {output} and {parity}")
         if not report["all_within_tolerance"]:

@@ -1,17 +1,17 @@
 """``unildiff export onnx --sdxl-size``: export the SDXL-size restoration graphs, check them, report.
 
-Every graph is exported in its own Python process (``python -m unildiff.export.sdxl_export``, a JSON
-request on stdin), so the three graphs' weights are never resident together and each graph's time and
-peak memory are its own (``ru_maxrss`` of that process). A worker:
+Every graph goes through two Python processes (``python -m unildiff.export.sdxl_export``, a JSON request
+on stdin), so no two graphs' weights are ever resident together, the torch weights are gone before ONNX
+Runtime loads the graph's, and each phase's time and peak memory (``ru_maxrss``) are its own:
 
-1. builds the graph's modules with their seeded random weights (:mod:`unildiff.export.sdxl_graphs`);
-2. runs torch on the input sets (batch 2 at ``image_size``, batch 1 at ``second_size``);
-3. exports with ``torch.onnx.export(dynamo=True)`` (every symbolic axis ``Dim.AUTO``) and saves the graph
-   with its weights in ``<graph>.onnx.data``, without the exporter's stack-trace metadata;
-4. drops the torch modules, runs ``onnx.checker.check_model(path, full_check=True)``, checks that every
-   symbolic axis stayed dynamic, and runs ONNX Runtime (CPU) on both input sets;
-5. writes the input and the torch outputs of the first set to ``samples/<graph>.safetensors`` (for
-   ``polygraphy run --onnxrt`` or any other runtime to compare against).
+- **export**: build the graph's modules with their seeded random weights
+  (:mod:`unildiff.export.sdxl_graphs`); run torch on the input sets (batch 2 at ``image_size``, batch 1
+  at ``second_size``) and save inputs and outputs; export with ``torch.onnx.export(dynamo=True)`` (every
+  symbolic axis ``Dim.AUTO``); save the graph with its weights in ``<graph>.onnx.data``, without the
+  exporter's stack-trace metadata;
+- **check**: ``onnx.checker.check_model(path, full_check=True)``, every symbolic axis still dynamic,
+  ONNX Runtime (CPU) on every saved input set against torch's outputs; the first set and torch's outputs
+  stay as ``samples/<graph>.safetensors`` (for ``polygraphy run --onnxrt`` or any other runtime).
 
 The parent writes ``graphs.json`` (the same manifest as the ``export`` stage), ``tensorrt_profiles.json``
 (the min/opt/max shape of every graph input that TensorRT builds with, the denoiser's batch doubled
@@ -51,28 +51,46 @@ class SdxlExportError(UniLDiffError):
     """A worker failed (the message names the graph and its last error line)."""
 
 
-def _request(graph: GraphName, config: SdxlGraphsConfig, staging: Path) -> str:
-    return json.dumps({"graph": graph.value, "config": asdict(config), "staging": str(staging)})
+def _run_graph(graph: GraphName, config: SdxlGraphsConfig, staging: Path) -> dict:
+    """Both phases of one graph, each in its own process; the merged result."""
+    exported = _run_worker(
+        {"graph": graph.value, "config": asdict(config), "staging": str(staging), "phase": "export"}
+    )
+    request = {"graph": graph.value, "config": asdict(config), "staging": str(staging), "phase": "check"}
+    checked = _run_worker({**request, "spec": exported["spec"]})
+    return {
+        "exporter": "dynamo",
+        "dtype": config.dtype(graph),
+        "parameters": exported["parameters"],
+        **{key: value for key, value in checked.items() if key not in ("seconds", "peak_rss_gib")},
+        "seconds": {**exported["seconds"], **checked["seconds"]},
+        "peak_rss_gib": {"export": exported["peak_rss_gib"], "check": checked["peak_rss_gib"]},
+        "spec": exported["spec"],
+    }
 
 
-def _run_worker(graph: GraphName, config: SdxlGraphsConfig, staging: Path) -> dict:
+def _run_worker(request: dict) -> dict:
+    graph = GraphName(request["graph"])
+    staging = Path(request["staging"])
     paths = [str(PACKAGE_PARENT), os.environ.get("PYTHONPATH", "")]
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in paths if path)}
     completed = subprocess.run(
         [sys.executable, "-m", WORKER_MODULE],
-        input=_request(graph, config, staging),
+        input=json.dumps(request),
         capture_output=True,
         text=True,
         env=environment,
         check=False,
     )
-    result_path = staging / f".{graph.value}.result.json"
+    result_path = staging / f".{graph.value}.{request['phase']}.json"
     if completed.returncode != 0 or not result_path.is_file():
         lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
         last = lines[-1] if lines else f"exit status {completed.returncode}"
         if completed.returncode < 0:
             last = f"killed by signal {-completed.returncode} (out of memory?); {last}"
-        raise SdxlExportError(f"exporting the SDXL-size {graph.value} graph failed: {last[:400]}")
+        raise SdxlExportError(
+            f"the SDXL-size {graph.value} graph's {request['phase']} phase failed: {last[:400]}"
+        )
     result = json.loads(result_path.read_text())
     result_path.unlink()
     return result
@@ -136,7 +154,7 @@ def export_sdxl_size(
         for graph in RESTORATION_GRAPHS:
             if progress is not None:
                 progress(graph.value)
-            result = _run_worker(graph, config, staging)
+            result = _run_graph(graph, config, staging)
             specs[graph] = _spec_from_json(graph, result.pop("spec"))
             inputs[graph] = result.pop("graph_inputs")
             results[graph.value] = result
@@ -176,46 +194,46 @@ def _save_graph(program, path: Path) -> None:
     ir.save(program.model, str(path), external_data=f"{path.name}.data")
 
 
-def _worker(request: dict) -> None:  # pragma: no cover - runs in the child process (tested end to end)
-    import gc
+def _sets_path(staging: Path, graph: GraphName) -> Path:
+    return staging / f".{graph.value}.sets.safetensors"
 
-    import onnx
+
+def _export_phase(graph_name: GraphName, config: SdxlGraphsConfig, staging: Path) -> dict:
+    """Build the graph, run torch on every input set (saved for the check phase), export and save it."""
     import torch
     from safetensors.torch import save_file
 
-    from unildiff.backends.onnxruntime import OnnxSession
-    from unildiff.export.config import OnnxRuntimeConfig
-    from unildiff.export.onnx_export import _check_dynamic
-    from unildiff.export.parity import output_difference
     from unildiff.export.sdxl_graphs import build_graph
     from unildiff.export.specs import infer_axes
 
-    graph_name = GraphName(request["graph"])
-    config = SdxlGraphsConfig(**request["config"])
-    staging = Path(request["staging"])
     seconds = {}
     start = time.perf_counter()
     built = build_graph(graph_name, config)
     seconds["build"] = time.perf_counter() - start
-
     start = time.perf_counter()
     with torch.no_grad():
         references = [built.module(*inputs) for inputs in built.input_sets]
     seconds["torch"] = time.perf_counter() - start
+    tensors = {}
+    for index, (inputs, outputs) in enumerate(zip(built.input_sets, references, strict=True)):
+        tensors.update({f"{index}.input.{n}": t for n, t in zip(built.input_names, inputs, strict=True)})
+        tensors.update({f"{index}.torch.{n}": t for n, t in zip(built.output_names, outputs, strict=True)})
+    save_file(
+        {name: tensor.contiguous() for name, tensor in tensors.items()}, str(_sets_path(staging, graph_name))
+    )
 
     first = built.input_sets[0]
-    batch, height, width = 2, config.image_size, config.image_size
+    side = config.image_size
 
-    def specs(names, tensors):
+    def specs(names, values):
         return tuple(
-            TensorSpec(n, infer_axes(tuple(t.shape), batch=batch, height=height, width=width, spatial=True))
-            for n, t in zip(names, tensors, strict=True)
+            TensorSpec(n, infer_axes(tuple(t.shape), batch=2, height=side, width=side, spatial=True))
+            for n, t in zip(names, values, strict=True)
         )
 
     spec = GraphSpec(graph_name, specs(built.input_names, first), specs(built.output_names, references[0]))
     auto = torch.export.Dim.AUTO
     per_input = [{index: auto for index in tensor.dynamic_axes()} for tensor in spec.inputs]
-    path = staging / f"{graph_name.value}.onnx"
     start = time.perf_counter()
     program = torch.onnx.export(
         built.module,
@@ -228,23 +246,49 @@ def _worker(request: dict) -> None:  # pragma: no cover - runs in the child proc
         optimize=True,
         verbose=False,
     )
-    _save_graph(program, path)
+    _save_graph(program, staging / f"{graph_name.value}.onnx")
     seconds["export"] = time.perf_counter() - start
-    input_sets, parameters = built.input_sets, built.parameters
-    del program, built  # the torch weights go before ONNX Runtime loads the graph's
-    gc.collect()
+    return {
+        "parameters": built.parameters,
+        "seconds": seconds,
+        "spec": {
+            "inputs": {tensor.name: list(tensor.axes) for tensor in spec.inputs},
+            "outputs": {tensor.name: list(tensor.axes) for tensor in spec.outputs},
+        },
+    }
 
+
+def _check_phase(graph_name: GraphName, config: SdxlGraphsConfig, staging: Path, spec: GraphSpec) -> dict:
+    """ONNX's checker on the path, the dynamic axes, and ONNX Runtime (CPU) on every saved input set."""
+    import onnx
+    from safetensors.torch import load_file, save_file
+
+    from unildiff.backends.onnxruntime import OnnxSession
+    from unildiff.export.config import OnnxRuntimeConfig, OrtOptimization
+    from unildiff.export.onnx_export import _check_dynamic
+    from unildiff.export.parity import output_difference
+
+    path = staging / f"{graph_name.value}.onnx"
+    seconds = {}
     start = time.perf_counter()
     onnx.checker.check_model(str(path), full_check=True)
     _check_dynamic(spec, path)
     seconds["checker"] = time.perf_counter() - start
     graph_inputs = [value.name for value in onnx.load(str(path), load_external_data=False).graph.input]
 
+    saved = load_file(str(_sets_path(staging, graph_name)))
+    dtype = config.dtype(graph_name)
+    # On CPU, ONNX Runtime runs fp16/bf16 nodes without such kernels through inserted casts to fp32;
+    # with graph optimisations on, constant folding would turn those casts into fp32 copies of every weight.
+    optimization = OrtOptimization.ALL if dtype == "fp32" else OrtOptimization.DISABLE
     start = time.perf_counter()
-    session = OnnxSession(path, OnnxRuntimeConfig(prefer_cuda=False), [tensor.name for tensor in spec.inputs])
-    sets = []
-    atol = GRAPH_ATOL[config.dtype(graph_name)]
-    for inputs, reference in zip(input_sets, references, strict=True):
+    session = OnnxSession(
+        path, OnnxRuntimeConfig(prefer_cuda=False, optimization=optimization), list(spec.input_names)
+    )
+    sets, atol = [], GRAPH_ATOL[dtype]
+    for index in range(len({key.split(".")[0] for key in saved})):
+        inputs = [saved[f"{index}.input.{name}"] for name in spec.input_names]
+        reference = [saved[f"{index}.torch.{name}"] for name in spec.output_names]
         difference = output_difference(reference, session(*inputs))
         sets.append(
             {
@@ -256,33 +300,35 @@ def _worker(request: dict) -> None:  # pragma: no cover - runs in the child proc
             }
         )
     seconds["onnxruntime"] = time.perf_counter() - start
-
     samples = staging / SAMPLES_DIR
     samples.mkdir(exist_ok=True)
-    tensors = {f"input.{name}": tensor for name, tensor in zip(spec.input_names, first, strict=True)}
-    tensors.update({f"torch.{name}": t for name, t in zip(spec.output_names, references[0], strict=True)})
-    tensors = {name: tensor.contiguous() for name, tensor in tensors.items()}
-    save_file(tensors, str(samples / f"{graph_name.value}.safetensors"))
-
+    first = {key[2:]: tensor for key, tensor in saved.items() if key.startswith("0.")}
+    save_file(first, str(samples / f"{graph_name.value}.safetensors"))
+    _sets_path(staging, graph_name).unlink()
     data = path.with_name(f"{path.name}.data")
-    result = {
-        "exporter": "dynamo",
-        "dtype": config.dtype(graph_name),
-        "parameters": parameters,
+    return {
+        "onnxruntime_optimization": optimization.value,
         "atol_relative": atol,
         "input_sets": sets,
         "within_tolerance": all(item["within_tolerance"] for item in sets),
         "onnx_bytes": path.stat().st_size,
         "external_data_bytes": data.stat().st_size if data.is_file() else 0,
-        "seconds": {key: round(value, 2) for key, value in seconds.items()},
-        "peak_rss_gib": round(_peak_rss_bytes() / 2**30, 3),
+        "seconds": seconds,
         "graph_inputs": graph_inputs,
-        "spec": {
-            "inputs": {tensor.name: list(tensor.axes) for tensor in spec.inputs},
-            "outputs": {tensor.name: list(tensor.axes) for tensor in spec.outputs},
-        },
     }
-    atomic_write_json(staging / f".{graph_name.value}.result.json", result)
+
+
+def _worker(request: dict) -> None:  # pragma: no cover - runs in the child process (tested end to end)
+    graph_name = GraphName(request["graph"])
+    config = SdxlGraphsConfig(**request["config"])
+    staging = Path(request["staging"])
+    if request["phase"] == "export":
+        result = _export_phase(graph_name, config, staging)
+    else:
+        result = _check_phase(graph_name, config, staging, _spec_from_json(graph_name, request["spec"]))
+    result["peak_rss_gib"] = round(_peak_rss_bytes() / 2**30, 3)
+    result["seconds"] = {key: round(value, 2) for key, value in result["seconds"].items()}
+    atomic_write_json(staging / f".{graph_name.value}.{request['phase']}.json", result)
 
 
 if __name__ == "__main__":  # pragma: no cover - the worker process

@@ -10,8 +10,8 @@ DAFF and DAEM, which are the :class:`~unildiff.models.config.DAFFConfig` and
 
 Weights and arithmetic are in the graph's dtype; every graph input and output stays float32 (the
 graphs cast at their boundary), so the ONNX Runtime and TensorRT backends call them unchanged. The
-timestep and the time ids stay float32 inside too (diffusers computes their sinusoidal embeddings in
-float32 and casts the result).
+timestep, the time ids and the pooled text embedding stay float32 inside until diffusers casts them
+(:data:`FLOAT32_INPUTS`).
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ from unildiff.errors import ConfigError
 from unildiff.export.specs import GraphName
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-FLOAT32_INPUTS = frozenset({"timestep", "time_ids"})
-"""Inputs kept float32 inside the graph (diffusers embeds them in float32)."""
+FLOAT32_INPUTS = frozenset({"timestep", "time_ids", "text_embeds"})
+"""Inputs kept float32 inside the graph: diffusers embeds the timestep and the time ids in float32, and
+concatenates the time ids' embedding with ``text_embeds`` before casting to the UNet's dtype (torch promotes
+a mixed concat; the ONNX exporter emits a Concat of mixed types that the checker rejects)."""
 SEEDS = {"vae": 0, "unet": 1, "daff": 2, "decoder": 3, "fill": 4}
 PROMPT_TOKENS = 77
 
