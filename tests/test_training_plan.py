@@ -27,12 +27,27 @@ def test_saved_activations_are_counted_on_the_meta_device_and_scale_with_pixels(
     def run(size: int) -> int:
         return saved_activation_bytes(lambda: network(torch.empty(2, 3, size, size, device="meta")))
 
-    # conv saves its input (and weight); SiLU saves its input: 2·3·S² + 2·8·S² floats (+ the weight).
-    weight = 8 * 3 * 3 * 3 * 4
-    assert run(16) == (2 * 3 * 16 * 16 + 2 * 8 * 16 * 16) * 4 + weight
-    assert run(32) - weight == 4 * (run(16) - weight)  # per-pixel activations
+    # conv saves its input and its weight; SiLU saves its input: 2·3·S² + 2·8·S² floats. The weight is a
+    # parameter (counted with the weights), not an activation.
+    assert run(16) == (2 * 3 * 16 * 16 + 2 * 8 * 16 * 16) * 4
+    assert run(32) == 4 * run(16)  # per-pixel activations
     with torch.no_grad():
         assert saved_activation_bytes(lambda: network(torch.empty(2, 3, 16, 16, device="meta"))) == 0
+
+
+def test_attention_counts_as_the_fused_kernel_not_the_attention_matrix() -> None:
+    """On meta, SDPA would take the math path and save (B, heads, N, N) weights; training runs fused kernels
+    (CUDA flash / memory-efficient, CPU flash) that save q, k, v, the output and the log-sum-exp."""
+    import torch.nn.functional as F
+
+    query, key, value = (torch.empty(1, 4, 512, 16, device="meta", requires_grad=True) for _ in range(3))
+    counted = saved_activation_bytes(lambda: F.scaled_dot_product_attention(query, key, value))
+    assert counted == (4 * 4 * 512 * 16 + 4 * 512) * 4  # q, k, v, the output, the log-sum-exp; no 512²
+    real = [torch.randn(1, 4, 64, 16, requires_grad=True) for _ in range(3)]
+    meta = [torch.empty(1, 4, 64, 16, device="meta", requires_grad=True) for _ in range(3)]
+    cpu_bytes = saved_activation_bytes(lambda: F.scaled_dot_product_attention(*real))
+    assert saved_activation_bytes(lambda: F.scaled_dot_product_attention(*meta)) == cpu_bytes
+    assert F.scaled_dot_product_attention.__name__ == "scaled_dot_product_attention"  # patch undone
 
 
 def test_tiny_stages_plan_with_checkpointing_saving_memory() -> None:

@@ -56,6 +56,45 @@ SDXL_TEXT_2: dict[str, Any] = {
     "projection_dim": 1280,
 }
 MAX_LENGTH = 77
+WIDTH_DIVISORS = (1, 2, 4, 8, 16)
+"""Channel divisors :func:`sdxl_unet_config` and :func:`sdxl_vae_config` accept: they divide SDXL's 32
+norm groups, so every block keeps its structure (layers, attention heads, transformer depth) with fewer
+channels."""
+
+
+def _check_divisor(width_divisor: int) -> None:
+    if width_divisor not in WIDTH_DIVISORS:
+        raise ValueError(f"width divisor must be one of {WIDTH_DIVISORS}, got {width_divisor}")
+
+
+def sdxl_unet_config(width_divisor: int = 1) -> dict[str, Any]:
+    """SDXL's UNet config with every channel count divided by ``width_divisor`` (1: the real one).
+
+    Blocks, layers, transformer depths and head counts stay; the head width (64) and the text widths
+    (2048 cross-attention, 1280 pooled, 256 per time id) shrink with the channels.
+    """
+    _check_divisor(width_divisor)
+    if width_divisor == 1:
+        return dict(SDXL_UNET)
+    time_dim = SDXL_UNET["addition_time_embed_dim"] // width_divisor
+    return dict(
+        SDXL_UNET,
+        block_out_channels=tuple(c // width_divisor for c in SDXL_UNET["block_out_channels"]),
+        cross_attention_dim=SDXL_UNET["cross_attention_dim"] // width_divisor,
+        addition_time_embed_dim=time_dim,
+        projection_class_embeddings_input_dim=SDXL_TEXT_2["projection_dim"] // width_divisor + 6 * time_dim,
+        norm_num_groups=SDXL_UNET["norm_num_groups"] // width_divisor,
+    )
+
+
+def sdxl_vae_config(width_divisor: int = 1) -> dict[str, Any]:
+    """SDXL's VAE config with every channel count divided by ``width_divisor`` (1: the real one)."""
+    _check_divisor(width_divisor)
+    return dict(
+        SDXL_VAE,
+        block_out_channels=tuple(c // width_divisor for c in SDXL_VAE["block_out_channels"]),
+        norm_num_groups=SDXL_VAE["norm_num_groups"] // width_divisor,
+    )
 
 
 def build_sdxl_size_model(

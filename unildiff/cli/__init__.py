@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from unildiff.cli import data, demo, evaluate, export, restore, train
+from unildiff.cli import data, demo, deploy, evaluate, export, restore, train
 
 app = typer.Typer(
     name="unildiff",
@@ -24,7 +24,7 @@ def root() -> None:
     """All-in-one image restoration with latent-diffusion priors."""
 
 
-for module in (data, train, restore, evaluate, export, demo):
+for module in (data, train, restore, evaluate, export, demo, deploy):
     module.register(app)
 
 

@@ -18,8 +18,13 @@ export_app = typer.Typer(
 
 @export_app.command("onnx")
 def export_onnx(
-    output: Annotated[Path, typer.Option(help="Folder of the ONNX graphs.")] = paths.ONNX,
-    parity: Annotated[Path, typer.Option(help="Parity report (JSON).")] = paths.PARITY,
+    output: Annotated[
+        Path | None, typer.Option(help="ONNX folder [export/onnx; --sdxl-size: export/onnx_sdxl].")
+    ] = None,
+    parity: Annotated[
+        Path | None,
+        typer.Option(help="Parity report [export/parity.json; --sdxl-size: export/parity_sdxl.json]."),
+    ] = None,
     prepared: Annotated[Path, typer.Option(help="Prepared data (test split images).")] = paths.PREPARED,
     model: ModelOption = paths.MODEL,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 18,
@@ -28,9 +33,27 @@ def export_onnx(
     parity_steps: Annotated[
         int, typer.Option(help="Steps of the end-to-end parity of a model that starts from noise.")
     ] = 4,
+    sdxl_size: Annotated[
+        bool,
+        typer.Option(
+            "--sdxl-size",
+            help="Random-weight SDXL-size graphs (no trained model needed): lq_encoder, denoiser, decoder.",
+        ),
+    ] = False,
+    dtype: Annotated[str, typer.Option(help="--sdxl-size: denoiser dtype, fp16 | bf16 | fp32.")] = "fp16",
+    vae_dtype: Annotated[str, typer.Option(help="--sdxl-size: LQ encoder and decoder dtype.")] = "fp32",
+    width_divisor: Annotated[
+        int, typer.Option(help="--sdxl-size: divide every channel count (1 = SDXL; 2-16 for quick checks).")
+    ] = 1,
 ) -> None:
     """Export lq_encoder, denoiser, decoder and the text encoders to ONNX and write the parity report
-    (the end-to-end parity restores with the model's recorded settings)."""
+    (the end-to-end parity restores with the model's recorded settings); --sdxl-size exports the three
+    restoration graphs at SDXL size with random weights instead."""
+    if sdxl_size:
+        _export_onnx_sdxl_size(output, parity, opset, dtype, vae_dtype, width_divisor)
+        return
+    output = output or paths.ONNX
+    parity = parity or paths.PARITY
     with reported_errors():
         from unildiff.export.config import ExportConfig
         from unildiff.export.parity import export_and_check
@@ -42,6 +65,39 @@ def export_onnx(
         pipeline = UniLDiffPipeline.from_pretrained(model)
         report = export_and_check(pipeline, prepared, output, parity, config)
         typer.echo(f"wrote {output}; end-to-end PSNR(ORT, torch) >= {report['end_to_end']['min_psnr_db']} dB")
+
+
+def _export_onnx_sdxl_size(
+    output: Path | None, parity: Path | None, opset: int, dtype: str, vae_dtype: str, width_divisor: int
+) -> None:
+    """``export onnx --sdxl-size``: the three restoration graphs at SDXL's size, random weights, checked
+    against torch by ONNX Runtime (CPU); each graph in its own process (its time and peak memory reported)."""
+    output = output or Path("export/onnx_sdxl")
+    parity = parity or Path("export/parity_sdxl.json")
+    with reported_errors():
+        from unildiff.export.config import TensorRTProfileConfig
+        from unildiff.export.sdxl_export import export_sdxl_size
+        from unildiff.export.sdxl_graphs import SdxlGraphsConfig
+
+        config = SdxlGraphsConfig(
+            denoiser_dtype=dtype, vae_dtype=vae_dtype, width_divisor=width_divisor, opset=opset
+        )
+        report = export_sdxl_size(
+            output, parity, config, TensorRTProfileConfig(), lambda name: typer.echo(f"exporting {name} ...")
+        )
+        for name, graph in report["graphs"].items():
+            rss = graph["peak_rss_gib"]
+            worst = max(item["max_abs_diff"] for item in graph["input_sets"])
+            typer.echo(
+                f"{name:>10} ({graph['dtype']}, {graph['parameters'] / 1e6:.1f} M parameters): "
+                f"max |ORT - torch| {worst:.3g}, "
+                f"{'ok' if graph['within_tolerance'] else 'OUTSIDE TOLERANCE'}; "
+                f"{sum(graph['seconds'].values()):.0f} s, peak RSS "
+                f"{rss['export']:.2f} GiB (export) / {rss['check']:.2f} GiB (check)"
+            )
+        typer.echo(f"wrote {output} and {parity}")
+        if not report["all_within_tolerance"]:
+            raise typer.Exit(1)
 
 
 @export_app.command("tensorrt")

@@ -18,11 +18,14 @@ SIZE_MULTIPLE = 8
 
 
 class Precision(str, enum.Enum):
-    """Arithmetic a TensorRT engine may use. ``fp32`` disables TF32, ``tf32`` allows it."""
+    """Arithmetic a TensorRT engine may use. ``fp32`` disables TF32, ``tf32`` allows it; ``fp16`` and
+    ``bf16`` engines are built from graphs whose weights are in that type (TensorRT 11 builds strongly
+    typed networks only), ``fp16`` also from an fp32 graph on TensorRT 10 (the ``FP16`` builder flag)."""
 
     FP32 = "fp32"
     TF32 = "tf32"
     FP16 = "fp16"
+    BF16 = "bf16"
 
 
 class OrtOptimization(str, enum.Enum):

@@ -1,5 +1,11 @@
-"""Build TensorRT engines from the exported ONNX graphs (TensorRT 10 Python API), and the engine
+"""Build TensorRT engines from the exported ONNX graphs (TensorRT 10 and 11 Python API), and the engine
 sidecar ``engines.json`` that the TensorRT backend (:mod:`unildiff.backends.tensorrt`) reads back.
+
+TensorRT 11 removed weak typing (``BuilderFlag.FP16``/``BF16``, precision constraints): every network is
+strongly typed and each layer runs in the type the ONNX graph gives it. So an fp16 engine needs an fp16
+graph (``unildiff export onnx --sdxl-size`` exports the denoiser in fp16 by default); on TensorRT 10 an
+fp32 graph can still be built with the ``FP16`` flag. :func:`strongly_typed` decides, and refuses a
+precision the graph cannot give, naming the param.
 
 TensorRT and CUDA are imported lazily: on a host without them every entry point raises
 :class:`~unildiff.errors.BackendUnavailableError` with one line, and nothing else in the package
@@ -194,12 +200,68 @@ def graph_precision(graph: GraphName, config: TensorRTConfig) -> Precision:
     return config.lq_encoder_precision
 
 
+ONNX_FLOAT_TYPES = {1: "fp32", 10: "fp16", 16: "bf16"}
+"""``onnx.TensorProto`` data types of float weights: FLOAT, FLOAT16, BFLOAT16."""
+
+
+def graph_float_type(onnx_path: Path) -> str:
+    """``fp32`` | ``fp16`` | ``bf16``: the float type holding most of the graph's weights (elements).
+
+    Reads the graph without its external data (only the initializers' declared types and shapes).
+    """
+    import math
+
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    counts: dict[str, int] = {}
+    for tensor in model.graph.initializer:
+        kind = ONNX_FLOAT_TYPES.get(tensor.data_type)
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + math.prod(tensor.dims)
+    return max(counts, key=counts.get) if counts else "fp32"
+
+
+def strongly_typed(graph: GraphName, precision: Precision, graph_type: str, weak_typing: bool) -> bool:
+    """Whether to build ``graph`` as a strongly typed network (its ONNX types decide every layer's type).
+
+    Args:
+        graph: which graph (for the error message).
+        precision: the requested ``tensorrt.<graph>_precision``.
+        graph_type: :func:`graph_float_type` of its ONNX file.
+        weak_typing: whether this TensorRT still has weak typing (``BuilderFlag.FP16``: TensorRT 10).
+
+    Raises:
+        ConfigError: the precision cannot come from this graph (names the param and the way out).
+    """
+    param = f"tensorrt.{'lq_encoder' if graph is GraphName.LQ_ENCODER else graph.value}_precision"
+    low = {Precision.FP16: "fp16", Precision.BF16: "bf16"}
+    if graph_type != "fp32":
+        if low.get(precision) != graph_type:
+            raise ConfigError(
+                f"{graph.value}.onnx holds {graph_type} weights, so its engine is {graph_type} (strongly "
+                f"typed); {param}={precision.value} needs a graph exported in that type"
+            )
+        return True
+    if precision is Precision.BF16 or (precision is Precision.FP16 and not weak_typing):
+        raise ConfigError(
+            f"{param}={precision.value} needs a {precision.value} ONNX graph on TensorRT 11 (strongly typed "
+            f"networks only) but {graph.value}.onnx is fp32: export it in {precision.value} "
+            f"(unildiff export onnx --sdxl-size --dtype {precision.value}) or set {param}=tf32"
+        )
+    return not weak_typing
+
+
 def _build_one(
-    trt, logger, onnx_path: Path, shapes, precision: Precision, config: TensorRTConfig, cache_bytes
+    trt, logger, onnx_path: Path, shapes, precision: Precision, config: TensorRTConfig, cache_bytes, graph
 ):
     """Parse one ONNX graph and build a serialized engine; returns (plan bytes, timing cache bytes)."""
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    weak_typing = hasattr(trt.BuilderFlag, "FP16")  # removed in TensorRT 11
+    typed = strongly_typed(graph, precision, graph_float_type(onnx_path), weak_typing)
+    # explicit batch is the only mode since TensorRT 10; STRONGLY_TYPED is the only mode in 11 (flag ignored)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if typed else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     # parse_from_file resolves external-data tensors next to the graph (graphs > 2 GB)
     if not parser.parse_from_file(str(onnx_path)):
@@ -208,7 +270,7 @@ def _build_one(
     builder_config = builder.create_builder_config()
     builder_config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(config.workspace_gib * (1 << 30)))
     builder_config.builder_optimization_level = config.builder_optimization_level
-    if precision is Precision.FP16:
+    if precision is Precision.FP16 and not typed:  # TensorRT 10 weak typing: fp32 graph, fp16 kernels
         builder_config.set_flag(trt.BuilderFlag.FP16)
     if precision is Precision.FP32:
         builder_config.clear_flag(trt.BuilderFlag.TF32)
@@ -265,8 +327,9 @@ def build_engines(onnx_dir: Path, engine_root: Path, config: TensorRTConfig) -> 
         for graph in RESTORATION_GRAPHS:
             precision = graph_precision(graph, config)
             shapes = profile_shapes(specs[graph], config.profile)
+            onnx_path = Path(onnx_dir) / f"{graph.value}.onnx"
             plan, cache_bytes = _build_one(
-                trt, logger, Path(onnx_dir) / f"{graph.value}.onnx", shapes, precision, config, cache_bytes
+                trt, logger, onnx_path, shapes, precision, config, cache_bytes, graph
             )
             atomic_write_bytes(staging / f"{graph.value}.plan", plan)
             records[graph.value] = EngineRecord(f"{graph.value}.plan", precision.value, shapes)
