@@ -1,6 +1,6 @@
 """Results over training seeds: mean ± std per task, and paired-bootstrap intervals between variants.
 
-Issue 12 counts a result only when it holds across training seeds. Each ``dvc repro evaluate`` (or
+A result counts only when it holds across training seeds. Each ``dvc repro evaluate`` (or
 ``dvc exp run -S train.seed=N evaluate``) writes ``reports/per_image.csv``; this module reads one such
 file per run and reports:
 
@@ -266,7 +266,7 @@ def seed_report(
                 f"[{interval.low:+.4f}, {interval.high:+.4f}] | {'yes' if interval.excludes_zero else 'no'} |"
             )
     payload["checks"] = restoration_checks(runs, payload["tables"])
-    lines += ["", "## Issue 12 checks", ""]
+    lines += ["", "## Acceptance checks", ""]
     lines += [f"- {'pass' if passed else 'FAIL'}: {name}" for name, passed in payload["checks"].items()]
     return "\n".join(lines) + "\n", payload
 
@@ -292,7 +292,7 @@ def matching_runs(runs: Sequence[RunScores], ablation: Sequence[RunScores]) -> l
 
 
 def restoration_checks(runs: Sequence[RunScores], tables: dict) -> dict[str, bool]:
-    """Issue 12's acceptance checks that per-image scores can decide.
+    """The acceptance checks that per-image scores can decide.
 
     - every task: restored > input in PSNR and SSIM on the mean over runs;
     - every run: restored > input on the average PSNR;
