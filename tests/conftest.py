@@ -22,6 +22,9 @@ SMOKE_MODULES = frozenset(
     {SMOKE_BUILD_MODULE, "test_dvc_exp_run.py", "test_dvc_exp_sdxl.py", "test_demo_browser.py"}
 )
 """The test modules that read the smoke run; the ones other than the build module run last."""
+#: Modules whose tests share one expensive module fixture: each is one scheduling unit, so a single
+#: worker builds the fixture (the reduced-width SDXL export takes minutes; two workers built it twice).
+SHARED_FIXTURE_MODULES = frozenset({"test_export_sdxl.py"})
 LATE_SCOPE = "after_smoke::"
 """Scheduling units that start from the smoke run: handed out last, one at a time to an idle worker."""
 
@@ -49,6 +52,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
             if module == SMOKE_BUILD_MODULE:
                 return "smoke_pipeline"
+            if module in SHARED_FIXTURE_MODULES:
+                return module
             return LATE_SCOPE + nodeid if module in SMOKE_MODULES else nodeid
 
         def _reschedule(self, node) -> None:
