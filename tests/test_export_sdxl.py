@@ -29,7 +29,8 @@ GRAPHS = ("lq_encoder", "denoiser", "decoder")
 
 
 def test_sdxl_preset_daff_and_daem_are_the_config_defaults():
-    """The graphs use DAFFConfig() / DAEMConfig(): what presets/sdxl.yaml makes of params.yaml."""
+    """The graphs use SDXL_DAFF / SDXL_DAEM: what presets/sdxl.yaml makes of params.yaml."""
+    from unildiff.bench.sdxl_size import SDXL_DAEM, SDXL_DAFF
     from unildiff.models.config import DAEMConfig, DAFFConfig
     from unildiff.params import build, parse_yaml
 
@@ -37,7 +38,7 @@ def test_sdxl_preset_daff_and_daem_are_the_config_defaults():
     preset = parse_yaml((REPO_ROOT / "presets/sdxl.yaml").read_text(), "presets/sdxl.yaml")
     daff = build(DAFFConfig, {**params["daff"], **preset.get("daff", {})}, "daff")
     daem = build(DAEMConfig, {**params["daem"], **preset.get("daem", {})}, "daem")
-    assert daff == DAFFConfig() and daem == DAEMConfig()
+    assert daff == SDXL_DAFF and daem == SDXL_DAEM
 
 
 def test_width_divisor_keeps_the_block_structure():

@@ -1,8 +1,8 @@
 """A random-weight model of SDXL's sizes, for GPU timings where SDXL weights are not at hand.
 
 The UNet, VAE and text encoders use the published configurations of
-``stabilityai/stable-diffusion-xl-base-1.0`` (2.6 B UNet parameters); DAFF and DAEM use the default
-``daff``/``daem`` settings. Speed does not depend on the weights' values, so the numbers transfer; the
+``stabilityai/stable-diffusion-xl-base-1.0`` (2.6 B UNet parameters); DAFF and DAEM use the ``sdxl``
+preset's settings (:data:`SDXL_DAFF`, :data:`SDXL_DAEM`). Speed does not depend on the weights' values, so the numbers transfer; the
 restorations are noise.
 """
 
@@ -11,6 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from unildiff.models.config import DAEMConfig, DAFFConfig
+
+#: The ``sdxl`` preset's DAFF and DAEM sizes (``presets/sdxl.yaml`` over ``params.yaml``; the test of
+#: the SDXL-size export checks them against the preset): the config defaults, DAEM routing per 16² pixels.
+SDXL_DAFF = DAFFConfig()
+SDXL_DAEM = DAEMConfig(window=16)
 
 SDXL_UNET: dict[str, Any] = {
     "sample_size": 128,
@@ -114,7 +121,7 @@ def build_sdxl_size_model(
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from unildiff.models.bundle import build_model
-    from unildiff.models.config import SDXL_SCHEDULER, DAEMConfig, DAFFConfig
+    from unildiff.models.config import SDXL_SCHEDULER
     from unildiff.models.prior import PriorComponents
     from unildiff.models.tokenizer import build_byte_level_tokenizer, byte_level_vocab
 
@@ -142,7 +149,7 @@ def build_sdxl_size_model(
             tokenizer_2=build_byte_level_tokenizer(max_length),
             scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER),
         )
-        model = build_model(prior, DAFFConfig(), DAEMConfig())
+        model = build_model(prior, SDXL_DAFF, SDXL_DAEM)
     for module in (
         prior.vae,
         prior.unet,

@@ -4,9 +4,8 @@ Each graph's torch module and example inputs are built here, seeded per componen
 processes build the same weights: the VAE (seed 0) behind both the LQ encoder graph and the decoder
 graph is one VAE. Sizes: the published SDXL UNet and VAE (:mod:`unildiff.bench.sdxl_size`; a
 ``width_divisor`` > 1 keeps every block and divides the channels, for tests) and the ``sdxl`` preset's
-DAFF and DAEM, which are the :class:`~unildiff.models.config.DAFFConfig` and
-:class:`~unildiff.models.config.DAEMConfig` defaults (``tests/test_export_sdxl.py`` checks that against
-``presets/sdxl.yaml`` over ``params.yaml``).
+DAFF and DAEM (:data:`~unildiff.bench.sdxl_size.SDXL_DAFF`, :data:`~unildiff.bench.sdxl_size.SDXL_DAEM`;
+``tests/test_export_sdxl.py`` checks them against ``presets/sdxl.yaml`` over ``params.yaml``).
 
 Weights and arithmetic are in the graph's dtype; every graph input and output stays float32 (the
 graphs cast at their boundary), so the ONNX Runtime and TensorRT backends call them unchanged. The
@@ -170,8 +169,7 @@ def _lq_encoder(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGrap
 def _denoiser(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
     from diffusers import UNet2DConditionModel
 
-    from unildiff.bench.sdxl_size import sdxl_unet_config, sdxl_vae_config
-    from unildiff.models.config import DAFFConfig
+    from unildiff.bench.sdxl_size import SDXL_DAFF, sdxl_unet_config, sdxl_vae_config
     from unildiff.models.daff import DAFF
     from unildiff.models.denoiser import UniLDiffDenoiser
     from unildiff.models.text import make_time_ids
@@ -180,7 +178,7 @@ def _denoiser(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
     unet_config = sdxl_unet_config(config.width_divisor)
     unet = _seeded(SEEDS["unet"], dtype, lambda: UNet2DConditionModel(**unet_config)).eval()
     lq_channels = sdxl_vae_config(config.width_divisor)["block_out_channels"][-1]  # LQEncoder.out_channels
-    daff = _seeded(SEEDS["daff"], dtype, lambda: DAFF.from_unet(unet, DAFFConfig(), lq_channels)).eval()
+    daff = _seeded(SEEDS["daff"], dtype, lambda: DAFF.from_unet(unet, SDXL_DAFF, lq_channels)).eval()
     _fill_zeros(daff)
     denoiser = UniLDiffDenoiser(unet, daff).eval()
     names = ("sample", "timestep", "lq_features", "encoder_hidden_states", "text_embeds", "time_ids")
@@ -212,13 +210,13 @@ def _denoiser(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
 
 
 def _decoder(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
+    from unildiff.bench.sdxl_size import SDXL_DAEM
     from unildiff.models.conditioner import encode_with_skips
-    from unildiff.models.config import DAEMConfig
     from unildiff.models.decoder import DAEMDecoder
 
     vae = _vae(config)
     dtype = DTYPES[config.vae_dtype]
-    decoder = _seeded(SEEDS["decoder"], dtype, lambda: DAEMDecoder.from_vae(vae, DAEMConfig())).eval()
+    decoder = _seeded(SEEDS["decoder"], dtype, lambda: DAEMDecoder.from_vae(vae, SDXL_DAEM)).eval()
     _fill_zeros(decoder)
     levels = len(vae.config.block_out_channels)
     names = ("latents", *(f"skip_{index}" for index in range(levels)))
