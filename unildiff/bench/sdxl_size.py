@@ -2,8 +2,8 @@
 
 The UNet, VAE and text encoders use the published configurations of
 ``stabilityai/stable-diffusion-xl-base-1.0`` (2.6 B UNet parameters); DAFF and DAEM use the ``sdxl``
-preset's settings (:data:`SDXL_DAFF`, :data:`SDXL_DAEM`). Speed does not depend on the weights' values, so the numbers transfer; the
-restorations are noise.
+preset's settings (:data:`SDXL_DAFF`, :data:`SDXL_DAEM`). Speed does not depend on the weights' values,
+so the numbers transfer; the restorations are noise.
 """
 
 from __future__ import annotations
