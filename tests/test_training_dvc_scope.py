@@ -23,7 +23,7 @@ TRAINING = {"prior", "encode_latents", "stage1a", "stage1b", "stage2"}
 #: One key of every section (and of every stage): the stages whose own params it changes.
 SCOPE = {
     ("data.seed", 1): {"prepare"},
-    ("data.setting", "aio5"): {"prepare", "validate"},
+    ("data.setting", "aio5"): {"prepare", "validate", "package", "card"},  # the model records its tasks
     ("data.task", "derain"): {"prepare", "validate"},
     ("validate.min_pairs_per_task", 1): {"validate"},
     ("prior_train.vae_steps", 3): {"prior"},
@@ -34,7 +34,8 @@ SCOPE = {
     ("stage1b.lr_denoiser", 2e-5): {"stage1b"},
     ("stage2.lambda2", 0.02): {"stage2"},
     ("daem.num_experts", 3): {"stage2"},
-    ("sampling.cfg", 4.0): {"evaluate", "export", "bench"},
+    ("start.timestep", 39): {"stage1a", "stage1b", "stage2", "package"},  # training and the model folder
+    ("sampling.cfg", 4.0): {"package"},  # recorded in the model folder, which evaluate/export/bench read
     ("evaluate.grid_images", 1): {"evaluate"},
     ("export.parity_steps", 1): {"export"},
     ("bench.repeats", 2): {"bench"},
