@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.smoke_repo import make_smoke_repo, run
+from tests.smoke_repo import REPO_ROOT, make_smoke_repo, run
 from unildiff.params import read_params
 
 pytestmark = pytest.mark.slow
@@ -29,6 +29,8 @@ SCOPE = {
     ("prior_train.vae_steps", 3): {"prior"},
     ("train.seed", 1): TRAINING,
     ("train.log_every", 2): TRAINING - {"encode_latents"},
+    # the restoration stages' switch (the prior keeps its prompts); the model folder records no tasks
+    ("train.prompts", False): {"stage1a", "stage1b", "stage2", "package"},
     ("daff.width", 32): {"stage1a"},
     ("stage1a.lr", 1e-4): {"stage1a"},
     ("stage1b.lr_denoiser", 2e-5): {"stage1b"},
@@ -100,3 +102,15 @@ def test_each_param_reruns_exactly_the_stages_that_read_it(placeholder_repo: Pat
             wrong[key] = {"expected": sorted(expected), "dvc": sorted(would_run)}
         run(["git", "checkout", "params.yaml"], placeholder_repo)
     assert not wrong, f"stages DVC would rerun differ from the params they read: {wrong}"
+
+
+def test_prior_declares_every_train_key_it_reads() -> None:
+    """The prior lists the ``train`` keys one by one (all but ``prompts``): a new key must be added there."""
+    import dataclasses
+
+    from unildiff.training.config import TrainConfig
+
+    declared = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["prior"]["params"]
+    train_keys = {entry.split(".", 1)[1] for entry in declared if entry.startswith("train.")}
+    assert "train" not in declared
+    assert train_keys == {field.name for field in dataclasses.fields(TrainConfig)} - {"prompts"}
