@@ -117,3 +117,19 @@ def test_cli_writes_both_reports_and_refuses_a_bad_ablation(tmp_path: Path) -> N
     stray = write_run(tmp_path / "no_daem" / "seed7.csv", 2.5)
     result = CliRunner().invoke(app, ["seed-report", *runs, "--ablation", f"no_daem={stray}"])
     assert result.exit_code == 1 and "['seed7'] have no full-model run" in result.output
+
+
+def test_report_tables_each_trained_ablation_over_its_own_runs(tmp_path: Path) -> None:
+    runs = [read_per_image(write_run(tmp_path / f"seed{i}.csv", 2.0, seed=i), f"seed{i}") for i in range(2)]
+    ablation = [
+        read_per_image(write_run(tmp_path / f"rsa{i}.csv", 1.0 + i, seed=i), f"rsa:seed{i}") for i in range(2)
+    ]
+    markdown, payload = seed_report(runs, {"rsa": ablation}, draws=200)
+    rsa = payload["ablations"]["rsa"]["psnr"]["avg"]
+    # offsets 1 and 2 over the same inputs: mean offset 1.5, sample std of (1, 2) = 0.707
+    full = seed_table(runs, "psnr")["restored"]["avg"]["mean"]
+    assert rsa["mean"] == pytest.approx(full - 0.5, abs=0.05)
+    assert rsa["std"] == pytest.approx(0.707, abs=0.05) and rsa["runs"] == 2
+    row = next(line for line in markdown.splitlines() if line.startswith("| rsa |"))
+    assert f"{rsa['mean']:.2f} ± {rsa['std']:.2f}" in row and "| 2 |" in row
+    assert "| full model | 2 |" in markdown

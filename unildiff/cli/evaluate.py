@@ -180,7 +180,7 @@ def register(app: typer.Typer) -> None:
         json_output: Annotated[Path, typer.Option(help="JSON report.")] = paths.SEEDS_JSON,
         draws: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 10_000,
     ) -> None:
-        """Mean ± std over training seeds, paired-bootstrap intervals, and issue 12's checks."""
+        """Mean ± std over training seeds, paired-bootstrap intervals and the restoration checks."""
         with reported_errors():
             import json
 

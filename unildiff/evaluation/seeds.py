@@ -236,6 +236,8 @@ def seed_report(
                 f"| {variant} | " + " | ".join(format_mean_std(rows[t], digits) for t in tasks) + " |"
             )
         lines.append("")
+    if ablations:
+        lines += ablation_lines(runs, ablations, metrics, payload)
     lines += ["## Each run (average over the test images)", ""]
     lines += ["| run | " + " | ".join(f"input {m} | restored {m}" for m in metrics) + " |"]
     lines.append("|---" * (1 + 2 * len(metrics)) + "|")
@@ -289,6 +291,34 @@ def matching_runs(runs: Sequence[RunScores], ablation: Sequence[RunScores]) -> l
             f"(full runs: {sorted(by_name)}); name the CSVs after the seed, e.g. seed0.csv"
         )
     return [by_name[stem] for stem in stems]
+
+
+def ablation_lines(
+    runs: Sequence[RunScores],
+    ablations: dict[str, Sequence[RunScores]],
+    metrics: Sequence[str],
+    payload: dict,
+) -> list[str]:
+    """Markdown table of the ``restored`` row of the full model and of each trained ablation.
+
+    Per task (first metric) and on average (every metric): the mean ± std over each one's own runs.
+    The tables also go to ``payload["ablations"]``: name → metric → task → {"mean", "std", ...}.
+    """
+    rows = {"full model": {metric: seed_table(runs, metric)["restored"] for metric in metrics}}
+    for name, ablation_runs in ablations.items():
+        rows[name] = {metric: seed_table(ablation_runs, metric)["restored"] for metric in metrics}
+    payload["ablations"] = {name: row for name, row in rows.items() if name != "full model"}
+    first = metrics[0]
+    tasks = [task for task in rows["full model"][first] if task != "avg"]
+    lines = ["## Trained ablations: the `restored` row of each, mean ± std over its runs", ""]
+    header = [f"{task} {first}" for task in tasks] + [f"avg {metric}" for metric in metrics]
+    lines += ["| run | runs | " + " | ".join(header) + " |", "|---" * (len(header) + 2) + "|"]
+    for name, row in rows.items():
+        digits = {metric: 2 if metric == "psnr" else 4 for metric in metrics}
+        cells = [format_mean_std(row[first][task], digits[first]) for task in tasks]
+        cells += [format_mean_std(row[metric]["avg"], digits[metric]) for metric in metrics]
+        lines.append(f"| {name} | {row[first]['avg']['runs']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def restoration_checks(runs: Sequence[RunScores], tables: dict) -> dict[str, bool]:
