@@ -1,5 +1,7 @@
 """DVC stage ``prior``: train the tiny VAE + UNet (preset ``tiny``) or link a local SDXL (``sdxl``)."""
 
+import dataclasses
+
 from stages import run_stage, write_untrained_outs
 from unildiff import paths
 from unildiff.params import load_section, read_params
@@ -18,6 +20,8 @@ def main() -> None:
     prior_config = load_section("prior", PriorConfig, params)
     train_config = load_section("train", TrainConfig, params)
     config = load_section("prior_train", PriorTrainConfig, params)
+    # the prior's own seed (prior_train.seed) in place of train.seed, which seeds stages 1a-2
+    train_config = dataclasses.replace(train_config, seed=config.seed)
     if prior_config.preset == "sdxl":
         from unildiff.training.sdxl import link_sdxl_prior
 

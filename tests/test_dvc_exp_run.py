@@ -115,7 +115,7 @@ def test_keys_of_two_sections_rerun_only_their_stages(pipeline: Path) -> None:
 
 def test_train_and_data_keys_rerun_their_stages_and_leave_the_rest_stale(pipeline: Path) -> None:
     before = _stale(pipeline)
-    ran = _exp_run(pipeline, "-S", "train.seed=1", "-S", "prior_train.vae_steps=3", "prior")
+    ran = _exp_run(pipeline, "-S", "prior_train.seed=1", "-S", "prior_train.vae_steps=3", "prior")
     assert ran == {"prior"}
     assert _stale(pipeline) == _stale_after(before, ran)
     assert {"encode_latents", "stage1a", "stage1b", "stage2"} <= _stale(pipeline)

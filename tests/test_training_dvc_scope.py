@@ -27,7 +27,8 @@ SCOPE = {
     ("data.task", "derain"): {"prepare", "validate"},
     ("validate.min_pairs_per_task", 1): {"validate"},
     ("prior_train.vae_steps", 3): {"prior"},
-    ("train.seed", 1): TRAINING,
+    ("train.seed", 1): TRAINING - {"prior"},  # the prior's seed is prior_train.seed
+    ("prior_train.seed", 1): {"prior"},
     ("train.log_every", 2): TRAINING - {"encode_latents"},
     # the restoration stages' switch (the prior keeps its prompts); the model folder records no tasks
     ("train.prompts", False): {"stage1a", "stage1b", "stage2", "package"},
@@ -105,7 +106,8 @@ def test_each_param_reruns_exactly_the_stages_that_read_it(placeholder_repo: Pat
 
 
 def test_prior_declares_every_train_key_it_reads() -> None:
-    """The prior lists the ``train`` keys one by one (all but ``prompts``): a new key must be added there."""
+    """The prior lists the ``train`` keys one by one (all but ``prompts`` and ``seed``): a new key must be
+    added there."""
     import dataclasses
 
     from unildiff.training.config import TrainConfig
@@ -113,4 +115,4 @@ def test_prior_declares_every_train_key_it_reads() -> None:
     declared = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]["prior"]["params"]
     train_keys = {entry.split(".", 1)[1] for entry in declared if entry.startswith("train.")}
     assert "train" not in declared
-    assert train_keys == {field.name for field in dataclasses.fields(TrainConfig)} - {"prompts"}
+    assert train_keys == {field.name for field in dataclasses.fields(TrainConfig)} - {"prompts", "seed"}

@@ -190,6 +190,8 @@ class PriorTrainConfig:
             timestep is pure noise and a pure-noise start matches training.
         timestep_spacing: diffusers' ``timestep_spacing`` of the saved scheduler (``leading``,
             ``trailing``, ``linspace``); ``trailing`` starts few-step sampling at t = T − 1.
+        seed: Seed of the prior's weights, batch order, noise and timesteps (it replaces ``train.seed``
+            for this stage, so a seed study of stages 1a-2 can keep one prior, as the paper keeps SDXL).
     """
 
     vae_steps: int = 2000
@@ -205,6 +207,7 @@ class PriorTrainConfig:
     prediction_type: str = "epsilon"
     zero_terminal_snr: bool = False
     timestep_spacing: str = "leading"
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
