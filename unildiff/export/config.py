@@ -42,7 +42,7 @@ class OrtExecutionOrder(str, enum.Enum):
 
     ``priority_based`` runs a node as late as its consumers allow; for an fp16 graph on the CPU provider
     this keeps each fp32 cast of an fp16 weight (inserted for nodes without fp16 kernels) alive only
-    next to the node that uses it, where ``default`` runs all those casts first.
+    next to the node that uses it, where ``default`` runs such casts well ahead of their consumers.
     """
 
     DEFAULT = "default"

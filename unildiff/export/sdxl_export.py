@@ -267,14 +267,14 @@ def check_session_config(dtype: str) -> OnnxRuntimeConfig:
     """The ONNX Runtime (CPU) session the check phase runs a graph of this dtype with.
 
     fp32 graphs get every graph optimisation. For fp16 / bf16 graphs the CPU provider inserts a cast to
-    fp32 in front of every node without a kernel for the type, weights included, so the session holds
-    fp32 copies of the weights next to the graph's own. With constant folding (any optimisation level
-    above ``disable`` that folds them) those copies are made at session creation and all kept; with the
-    default execution order every weight cast runs at the start of a run and all copies are alive at
-    once (the full-size SDXL denoiser: 12.9 GB peak, 7.6 GB of it such copies, 19.7 GB with the CPU
-    arena and memory patterns). Hence: no graph optimisations, ``priority_based`` order (each cast runs
-    right before its consumer and its output is freed after it), and no arena or memory patterns, so
-    freed copies go back to the system: 6.0 GB peak, of which 5.3 GB are the memory-mapped weights
+    fp32 in front of every node without a kernel for the type, weights included, so fp32 copies of the
+    weights appear next to the graph's own. Constant folding (``all``) makes all of them at session
+    creation and keeps them; with the ``default`` node order the weight casts run well ahead of their
+    consumers and many copies are alive at once. On the full-size SDXL denoiser (5.1 GB of fp16
+    weights): 18.8 GiB peak RSS with optimisations off, the default order, the CPU arena and memory
+    patterns; 12.3 GiB without arena and patterns; 11.9 GiB with ``all``. Hence no graph optimisations,
+    ``priority_based`` order (each cast runs right before its consumer, its output is freed after it)
+    and no arena or memory patterns: 5.85 GiB, of which 5.3 GB are the memory-mapped weights
     (``docs/deployment.md``).
     """
     if dtype == "fp32":
