@@ -3,7 +3,7 @@ user checks them: the command itself at a reduced width (``--width-divisor 16``:
 transformer depth and head count of SDXL, 1/16 of the channels), then ONNX's checker on the paths, ONNX
 Runtime through the project's backend, ``polygraphy inspect model`` / ``polygraphy run --onnxrt``, and the
 TensorRT profiles against each graph's own dynamic axes. The real size is a run of the same command,
-recorded in docs/deployment.md (it needs most of this machine's memory and about an hour)."""
+recorded in docs/deployment.md (about an hour here, at most 6.2 GiB per process)."""
 
 from __future__ import annotations
 
