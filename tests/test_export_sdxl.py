@@ -3,7 +3,7 @@ user checks them: the command itself at a reduced width (``--width-divisor 16``:
 transformer depth and head count of SDXL, 1/16 of the channels), then ONNX's checker on the paths, ONNX
 Runtime through the project's backend, ``polygraphy inspect model`` / ``polygraphy run --onnxrt``, and the
 TensorRT profiles against each graph's own dynamic axes. The real size is a run of the same command,
-recorded in docs/deployment.md (it needs most of this machine's memory and about an hour)."""
+recorded in docs/deployment.md (about an hour here, at most 6.2 GiB per process)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -100,6 +101,44 @@ def test_strong_typing_follows_the_graph_and_refuses_what_it_cannot_build():
         strongly_typed(GraphName.LQ_ENCODER, Precision.BF16, "fp32", weak_typing=True)
 
 
+def test_fp16_graphs_are_checked_with_late_weight_casts_and_no_arena(tmp_path):
+    """The check phase's ONNX Runtime session for fp16 / bf16 graphs (what keeps the full-size fp16 denoiser's
+    check at 6 GB instead of 13-20 GB) reaches the session the backend opens; fp32 graphs keep every
+    optimisation."""
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from unildiff.backends.onnxruntime import OnnxSession
+    from unildiff.export.sdxl_export import check_session_config
+
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float16) * 2, "weight")
+    nodes = [
+        helper.make_node("Cast", ["x"], ["x16"], to=TensorProto.FLOAT16),
+        helper.make_node("MatMul", ["x16", "weight"], ["y16"]),  # no fp16 MatMul on x86 CPU: a cast of weight
+        helper.make_node("Cast", ["y16"], ["y"], to=TensorProto.FLOAT),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "fp16",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[weight],
+    )
+    path = tmp_path / "fp16.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    session = OnnxSession(path, check_session_config("fp16"))
+    options = session.session.get_session_options()
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert options.execution_order == onnxruntime.ExecutionOrder.PRIORITY_BASED
+    assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    x = torch.arange(8.0).reshape(2, 4)
+    assert torch.equal(session(x)[0], 2 * x)
+    assert check_session_config("bf16") == check_session_config("fp16")
+    fp32 = check_session_config("fp32")
+    assert fp32.optimization.value == "all" and fp32.execution_order.value == "default"
+    assert fp32.cpu_mem_arena and fp32.mem_pattern
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The user's command at 1/16 width: fp16 denoiser, fp32 LQ encoder and decoder (the defaults)."""
@@ -136,6 +175,8 @@ def test_graphs_are_written_with_external_data_and_pass_the_checker(exported):
 
 @pytest.mark.slow
 def test_parity_report_is_within_tolerance_at_both_sizes(exported):
+    from unildiff.export.sdxl_export import check_session_config
+
     _, report, _ = exported
     assert report["all_within_tolerance"]
     for name in GRAPHS:
@@ -147,9 +188,17 @@ def test_parity_report_is_within_tolerance_at_both_sizes(exported):
         for item in graph["input_sets"]:
             assert item["max_abs_diff"] <= graph["atol_relative"] * max(1.0, item["max_abs_torch_output"])
         assert graph["peak_rss_gib"]["export"] > 0 and graph["peak_rss_gib"]["check"] > 0
+        session = check_session_config(graph["dtype"])
+        assert graph["onnxruntime_session"] == {
+            "optimization": session.optimization.value,
+            "execution_order": session.execution_order.value,
+            "cpu_mem_arena": session.cpu_mem_arena,
+            "mem_pattern": session.mem_pattern,
+        }
         assert graph["parameters"] > 0
     # fp16 arithmetic differs from torch's fp16 (another order of operations); fp32 graphs barely
     assert report["graphs"]["denoiser"]["dtype"] == "fp16"
+    assert report["graphs"]["denoiser"]["onnxruntime_session"]["execution_order"] == "priority_based"
     assert report["graphs"]["decoder"]["atol_relative"] == 1e-3
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from unildiff.backends.exported import ExportedGraphs
 from unildiff.errors import BackendUnavailableError, MissingArtifactError
-from unildiff.export.config import OnnxRuntimeConfig, OrtOptimization
+from unildiff.export.config import OnnxRuntimeConfig, OrtExecutionOrder, OrtOptimization
 from unildiff.export.specs import ExportManifest, GraphName
 
 if TYPE_CHECKING:
@@ -48,6 +48,13 @@ def open_session(path: Path, config: OnnxRuntimeConfig) -> onnxruntime.Inference
         OrtOptimization.ALL: onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }
     options.graph_optimization_level = levels[config.optimization]
+    orders = {
+        OrtExecutionOrder.DEFAULT: onnxruntime.ExecutionOrder.DEFAULT,
+        OrtExecutionOrder.PRIORITY_BASED: onnxruntime.ExecutionOrder.PRIORITY_BASED,
+    }
+    options.execution_order = orders[config.execution_order]
+    options.enable_cpu_mem_arena = config.cpu_mem_arena
+    options.enable_mem_pattern = config.mem_pattern
     options.intra_op_num_threads = config.intra_op_threads
     options.inter_op_num_threads = 1
     # Spinning workers keep the cores busy after each run and starve the torch work between graph calls
