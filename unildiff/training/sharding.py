@@ -20,7 +20,8 @@ Every function here that gathers is a collective: call it on every process.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,6 +57,33 @@ def is_sharded(accelerator: Any) -> bool:
     return True
 
 
+def shard_on_cpu(accelerator: Any) -> bool:
+    """Switch a CPU ``accelerator`` to FSDP2 when ``accelerate launch`` was given an FSDP config.
+
+    accelerate builds FSDP only on accelerators: on a CPU host an FSDP config gives ``MULTI_CPU`` (DDP
+    over gloo), although it exports the config (``ACCELERATE_USE_FSDP``, ``FSDP_*``) to the processes.
+    torch's FSDP2 runs on CPU tensors over gloo, so this sets the accelerator's state to ``FSDP`` with the
+    plugin those variables describe (``FullyShardedDataParallelPlugin()`` reads them); ``prepare`` then
+    calls ``fully_shard`` as on GPUs. Nothing changes without that variable or in a single process.
+
+    Returns:
+        Whether the accelerator now shards.
+    """
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()
+    for state in (PartialState(), accelerator.state):  # AcceleratorState re-reads PartialState's
+        state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    return True
+
+
 def check_sharded_config(config: Any) -> None:
     """Refuse the ``train`` settings that the sharded path does not implement.
 
@@ -66,6 +94,78 @@ def check_sharded_config(config: Any) -> None:
         raise ConfigError("train.use_ema is not supported under FSDP (the EMA copy is not sharded)")
     if config.optimizer != "adamw":
         raise ConfigError(f"train.optimizer={config.optimizer} is not supported under FSDP; use adamw")
+
+
+def shard_objective(
+    accelerator: Any, objective: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> list[str]:
+    """Apply ``fully_shard`` to ``objective``'s shard units and to the objective itself, before ``prepare``.
+
+    The units are the ones accelerate's FSDP2 ``prepare`` picks (its auto-wrap policy from the config:
+    ``fsdp_min_num_params`` or the layer classes), except ``ModuleList`` / ``ModuleDict`` containers, which
+    ``fully_shard`` refuses (they have no ``forward``): accelerate's size-based policy selects them as soon as
+    their contents pass the threshold, and an SDXL UNet's ``down_blocks`` holds hundreds of millions of
+    parameters. A module reached from two parents (a frozen VAE shared by two parts of the objective) is one
+    unit. ``optimizer`` (still without state) is switched to the sharded parameters; ``prepare`` then finds a
+    sharded model and keeps it. Trainable parameters become fp32 under mixed precision, as in ``prepare``.
+
+    Returns:
+        The names of the units below the objective, children before parents.
+    """
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    if optimizer.state:
+        raise ValueError("shard the objective before the optimizer state is loaded")
+    plugin = accelerator.state.fsdp_plugin
+    plugin.set_auto_wrap_policy(objective)
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, objective)
+    names = {id(parameter): name for name, parameter in objective.named_parameters()}
+    if accelerator.mixed_precision != "no":
+        for parameter in objective.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.to(torch.float32)
+    kwargs = {
+        "reshard_after_forward": plugin.reshard_after_forward,
+        "offload_policy": plugin.cpu_offload,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+    }
+    units = []
+    for name, module in _children_first(objective):
+        if not name or policy is None or isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            continue
+        if policy(module) and not isinstance(module, FSDPModule):
+            fully_shard(module, **kwargs)
+            units.append(name)
+    # The root: torch's default keeps its leftovers gathered between forward and backward, as accelerate does.
+    fully_shard(objective, **{key: value for key, value in kwargs.items() if key != "reshard_after_forward"})
+    sharded = dict(objective.named_parameters())
+    for group in optimizer.param_groups:
+        group["params"] = [sharded[names[id(parameter)]] for parameter in group["params"]]
+    return units
+
+
+@contextmanager
+def gathered(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Gather the weights of the shard units inside a frozen ``module`` that is used without its ``forward``.
+
+    FSDP2 gathers a unit's weights in a hook on the unit's ``forward``. The frozen VAE is called through its
+    parts instead (``encode_with_skips``: ``vae.encoder.conv_in``, the down blocks, ``quant_conv``), so when
+    it is a unit of its own (the SDXL VAE, 84 M parameters, passes the configs' 50 M threshold) its
+    parameters would still be shards there. Inside this context every unit in ``module`` is gathered; they
+    are resharded on exit. No-op for a module without units (unsharded runs). For no-grad use only: the
+    backward of a gradient through ``module`` would not reduce its gradients.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    try:
+        yield module
+    finally:
+        for unit in reversed(units):
+            unit.reshard()
 
 
 def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_norm: float) -> None:
@@ -189,6 +289,32 @@ def full_weight_modules(
         plain.load_state_dict(state, strict=True, assign=True)
         gathered[name] = plain
     return gathered
+
+
+def _children_first(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every module under ``root`` once (named by its first path), each after all the modules inside it.
+
+    A module held by two parents (stage 2's frozen VAE: ``skip_encoder.vae`` and ``latents.vae``) comes
+    before both. Reversed ``named_modules()`` does not ensure that: it lists a shared module once, at its
+    first path, so the second parent came first and ``fully_shard`` took the shared weights into it; the
+    shared module was then sharded a second time (``fully_shard`` fails on parameters that are shards).
+    """
+    ordered: list[tuple[str, torch.nn.Module]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, torch.nn.Module, bool]] = [("", root, False)]
+    while stack:  # iterative post-order depth-first search
+        name, module, expanded = stack.pop()
+        if expanded:
+            ordered.append((name, module))
+            continue
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        stack.append((name, module, True))
+        for child_name, child in reversed(list(module.named_children())):
+            if id(child) not in seen:
+                stack.append((f"{name}.{child_name}" if name else child_name, child, False))
+    return ordered
 
 
 def _clean(name: str) -> str:
