@@ -168,6 +168,24 @@ def gathered(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
             unit.reshard()
 
 
+def restore_optimizer_parameters(
+    optimizer: torch.optim.Optimizer, groups: list[list[torch.nn.Parameter]]
+) -> None:
+    """Put back the sharded parameters :func:`shard_objective` gave ``optimizer``, after ``prepare``.
+
+    accelerate's ``prepare`` maps the optimizer's parameters to the model's by ``data_ptr``. Every empty
+    shard (a parameter with fewer rows than processes: DAEM's (1, C, 1, 1) scales and norms, on 8 GPUs a
+    4-row UNet ``conv_out``) has the same one, so on the processes that hold empty shards all of them
+    became one parameter: the optimizer held it several times and lacked the others, and the full
+    optimizer state gathered at the first checkpoint no longer matched between the processes (gloo:
+    "Received data size doesn't match expected size").
+    """
+    if len(groups) != len(optimizer.param_groups):
+        raise ValueError("the optimizer's param groups changed in prepare")
+    for group, parameters in zip(optimizer.param_groups, groups, strict=True):
+        group["params"] = parameters
+
+
 def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_norm: float) -> None:
     """Clip the gradients of the trained (sharded) ``parameters`` to a total norm of ``max_norm``.
 
@@ -179,15 +197,33 @@ def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_
     torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
-def full_model_state(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def full_model_state(
+    accelerator: Any, module: torch.nn.Module, trainable_only: bool = False
+) -> dict[str, torch.Tensor]:
     """The full (unsharded) state dict of ``module`` on the main process, ``{}`` on the others.
 
     ``module`` is the prepared objective or any module inside it. A collective: call it on every process.
+    With ``trainable_only`` (the resumable state) only the parameters that require grad are gathered, one
+    at a time, each under its first name in ``named_parameters()``. That also keeps a module held by two
+    parts of the objective (stage 2's VAE) from being gathered under both names: torch's full state dict
+    serves the second copy from a cache on the main process only, and the processes' collectives then
+    no longer match (gloo: "Received data size doesn't match expected size").
     """
-    state = accelerator.get_state_dict(module)
-    if not accelerator.is_main_process:
-        return {}
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    if not trainable_only:
+        state = accelerator.get_state_dict(module)
+        if not accelerator.is_main_process:
+            return {}
+        return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    from torch.distributed.tensor import DTensor
+
+    gathered = {}
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
+        if accelerator.is_main_process:
+            gathered[_clean(name)] = full.detach().cpu().contiguous()
+    return gathered
 
 
 def full_optimizer_state(
