@@ -1,12 +1,15 @@
 """Sharded training through accelerate's FSDP2: full weights out, full optimizer state in and out.
 
-Under ``distributed_type: FSDP`` (``fsdp_version: 2``, ``configs/accelerate/*_fsdp.yaml``) accelerate's
-``prepare`` calls torch's ``fully_shard`` on the training objective in place: every parameter becomes a
-``DTensor`` holding this rank's shard, so ``module.state_dict()`` and ``save_pretrained`` no longer see
-the weights. This module gathers them back with accelerate's and torch's documented APIs:
+Under ``distributed_type: FSDP`` (``fsdp_version: 2``, ``configs/accelerate/*_fsdp.yaml``) the loop calls
+torch's ``fully_shard`` on the training objective's units and the objective in place
+(:func:`shard_objective`, the units accelerate's ``prepare`` would pick, without containers) before
+``prepare``: every parameter becomes a ``DTensor`` holding this rank's shard, so ``module.state_dict()``
+and ``save_pretrained`` no longer see the weights. This module gathers them back with accelerate's and
+torch's documented APIs:
 
 - weights: ``accelerator.get_state_dict(module)`` (torch's ``get_model_state_dict`` with
-  ``full_state_dict=True, cpu_offload=True``): the full tensors on the main process, nothing elsewhere;
+  ``full_state_dict=True, cpu_offload=True``) for a delivered module; ``DTensor.full_tensor()`` per
+  trained parameter for the resumable state. The full tensors end on the main process, nothing elsewhere;
 - optimizer state: ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` /
   ``set_optimizer_state_dict`` with ``full_state_dict=True``. The resumable state holds the **full**
   optimizer state written by the main process, in the same layout as an unsharded run (tensors keyed
