@@ -50,10 +50,16 @@ def measured_step(stage, size: int) -> dict[str, int]:
     ) as prof:
         step()
     _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline("cpu")
-    peaks = np.array(sizes).max(axis=0)
+    sizes = np.array(sizes)
+    peaks = sizes.max(axis=0)
     for module in (*stage.trainable, *stage.frozen):
         module.requires_grad_(False)
-    return {name: int(peak) for name, peak in zip(COLUMNS, peaks, strict=True) if name != "_"}
+    measured = {name: int(peak) for name, peak in zip(COLUMNS, peaks, strict=True) if name != "_"}
+    # Tensors that a checkpointed region saves again while the backward recomputes it are filed under
+    # "autograd", not "activation": the saved activations are the peak of the two together.
+    together = sizes[:, COLUMNS.index("activation")] + sizes[:, COLUMNS.index("autograd")]
+    measured["saved"] = int(together.max())
+    return measured
 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["no-ckpt", "ckpt"])
@@ -79,7 +85,7 @@ def test_plan_matches_one_measured_step_within_25_percent(checkpointing):
             "weights": measured["parameter"],
             "gradients": measured["gradient"],
             "optimizer": measured["optimizer"],
-            "activations": measured["activation"],
+            "activations": measured["saved"],
         }
         rows[stage.stage] = {
             key: {
@@ -90,9 +96,6 @@ def test_plan_matches_one_measured_step_within_25_percent(checkpointing):
         }
     print(json.dumps({"checkpointing": checkpointing, "stages": rows}, indent=1))
     known = {
-        # with checkpointing the backward recomputes one checkpointed block at a time; the plan counts the
-        # block boundaries only (it says so): the DAEM decoder's full-resolution block is most of stage 2's
-        ("stage2", "activations"): checkpointing,
         # the profiler files 1 MiB more under "parameter" than stage 2's modules hold (not explained yet)
         ("stage2", "weights"): True,
     }

@@ -15,7 +15,7 @@ from unildiff.training.batches import LatentBatches, PromptTable
 from unildiff.training.config import TrainConfig
 from unildiff.training.latents import InMemoryLatentCache, TrainingPairs
 from unildiff.training.objectives import OneStepLatents, noise_schedule
-from unildiff.training.stage1 import _objective
+from unildiff.training.stage1 import stage1_objective
 
 PROMPTS = ("remove rain", "remove noise", "remove haze")
 
@@ -67,7 +67,7 @@ def test_stage1_denoiser_sees_only_the_empty_prompt_without_prompts(prior, promp
     lq_encoder = LQEncoder.from_vae(prior.vae)
     train_config = TrainConfig(prompts=prompts, prompt_dropout=0.2, crop_size=32)
     daff = DAFF.from_unet(prior.unet, DAFFConfig(width=16, num_heads=2), lq_encoder.out_channels, seed=0)
-    objective, batches = _objective(prior, lq_encoder, daff, cache, StartConfig(), train_config)
+    objective, batches = stage1_objective(prior, lq_encoder, daff, cache, StartConfig(), train_config)
     objective.denoiser.remove_hook()  # the shared prior's UNet keeps no DAFF hook
     spy = SpyDenoiser()
     objective.denoiser = spy

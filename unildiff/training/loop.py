@@ -128,11 +128,14 @@ def make_accelerator(config: TrainConfig) -> Any:
     has_cuda = torch.cuda.is_available()
     mixed_precision = ACCELERATE_MIXED_PRECISION[config.mixed_precision] if has_cuda else "no"
     # cpu=True on CPU-only hosts lets torchrun / `accelerate launch` processes form a gloo group (MULTI_CPU).
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=not has_cuda,
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    if not has_cuda:  # an FSDP config launched on CPU: gloo FSDP2 instead of accelerate's MULTI_CPU
+        sharding.shard_on_cpu(accelerator)
+    return accelerator
 
 
 class _SpeedColumn(ProgressColumn):
@@ -221,8 +224,16 @@ def train(run: TrainingRun, config: TrainConfig, accelerator: Any | None = None)
     )
     if decision.reason and accelerator.is_main_process:
         print(f"{run.stage}: {decision.reason}; starting from step 0")
+    if decision.state is not None and accelerator.is_main_process:
+        print(f"{run.stage}: resuming from {decision.state} (step {decision.step} of {run.steps})")
+    if sharded:  # the units accelerate would pick, without the containers fully_shard refuses
+        units = sharding.shard_objective(accelerator, objective, optimizer)
+        if accelerator.is_main_process:
+            print(f"{run.stage}: FSDP2 units {', '.join(units) or 'none'} (+ the objective)")
+        sharded_groups = [list(group["params"]) for group in optimizer.param_groups]
     wrapped, optimizer = accelerator.prepare(objective, optimizer)
     if sharded:  # fully_shard replaced the parameters with DTensor shards (the optimizer holds the new ones)
+        sharding.restore_optimizer_parameters(optimizer.optimizer, sharded_groups)
         trained = [p for group in optimizer.optimizer.param_groups for p in group["params"]]
         if decision.state is not None:
             full = read_optimizer_state(decision.state) if accelerator.is_main_process else None
@@ -405,7 +416,7 @@ def _save(
     accelerator.wait_for_everyone()
     model_state = optimizer_state = None
     if sharding.is_sharded(accelerator):
-        model_state = sharding.full_model_state(accelerator, objective)
+        model_state = sharding.full_model_state(accelerator, objective, trainable_only=True)
         optimizer_state = sharding.full_optimizer_state(
             objective, optimizer.optimizer, accelerator.is_main_process
         )

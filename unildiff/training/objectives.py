@@ -90,8 +90,9 @@ def lq_latents(vae: torch.nn.Module, lq: torch.Tensor) -> torch.Tensor:
         (B, latent_channels, H/f, W/f), scaled by ``vae.config.scaling_factor``.
     """
     from unildiff.models.conditioner import encode_with_skips
+    from unildiff.training.sharding import gathered
 
-    with torch.no_grad():
+    with torch.no_grad(), gathered(vae):  # FSDP: the VAE is used through its parts, not its forward
         return encode_with_skips(vae, lq)[0]
 
 

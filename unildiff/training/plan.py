@@ -8,7 +8,8 @@ UNet (2.57 B parameters) costs no memory or time to "run". For each training sta
   AdamW (two fp32 moments) or bitsandbytes' 8-bit AdamW (two 1-byte moments);
 - activation bytes per sample: the tensors autograd saves for the backward pass, counted with
   ``torch.autograd.graph.saved_tensors_hooks`` during one forward pass on ``meta`` tensors at the planned
-  image size, with and without gradient checkpointing of the UNet and the DAEM decoder (diffusers' switch).
+  image size, with and without gradient checkpointing of the UNet and the DAEM decoder (diffusers' switch;
+  with it, the peak while the backward recomputes one checkpointed block, :func:`checkpointed_peak_bytes`).
 
 Assumptions, stated in the output too: trainable weights are fp32 master weights (4 B), frozen weights
 are held in the mixed-precision dtype (2 B for bf16); gradients are fp32; activations are counted in the
@@ -59,7 +60,8 @@ class StagePlan:
         frozen_parameters: Parameters held frozen.
         state_bytes: ``{strategy: {"weights", "gradients", "optimizer"}}`` bytes per GPU.
         activation_bytes: Saved-for-backward bytes per sample without gradient checkpointing.
-        checkpointed_activation_bytes: The same with gradient checkpointing on (UNet, DAEM decoder).
+        checkpointed_activation_bytes: The peak with gradient checkpointing on (UNet, DAEM decoder), while
+            the backward recomputes the block that needs most (:func:`checkpointed_peak_bytes`).
     """
 
     stage: str
@@ -123,11 +125,68 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor]) -> int:
     however often it is saved. Parameters, and views of them (a linear layer saves its weight, or its
     transpose), are not activations: they are resident anyway and counted as weights.
     """
-    seen: set[int] = set()
-    total = 0
+    counter = _SavedBytes()
+    with counter, _fused_attention_on_meta():
+        forward()
+    return counter.total
 
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal total
+
+def checkpointed_peak_bytes(forward: Callable[[], torch.Tensor], modules: tuple[torch.nn.Module, ...]) -> int:
+    """Peak saved-activation bytes of ``forward()`` with gradient checkpointing on in ``modules``.
+
+    The forward saves only what the checkpointed regions do not (their inputs and everything outside
+    them). The backward then recomputes the regions one at a time, last first: while region i's
+    backward runs, its own activations are saved again, next to what was saved before region i began
+    (what came after it is already freed). The peak is therefore the larger of the forward's total and
+    the largest (saved before region i + region i's own activations). Each region (a function handed to
+    diffusers' ``_gradient_checkpointing_func``) is counted by running it once more without
+    checkpointing; its output is discarded.
+    """
+    outer = _SavedBytes()
+    peak = 0
+    patched = []
+
+    def counting(original: Callable) -> Callable:
+        def run(function: Callable, *args, **kwargs):
+            nonlocal peak
+            region = _SavedBytes()
+            with region:
+                function(*args, **kwargs)
+            peak = max(peak, outer.total + region.total)
+            return original(function, *args, **kwargs)
+
+        return run
+
+    for module in {id(m): m for root in modules for m in root.modules()}.values():
+        original = module.__dict__.get("_gradient_checkpointing_func")
+        if original is not None and getattr(module, "gradient_checkpointing", False):
+            module._gradient_checkpointing_func = counting(original)
+            patched.append((module, original))
+    try:
+        with outer, _fused_attention_on_meta():
+            forward()
+    finally:
+        for module, original in patched:
+            module._gradient_checkpointing_func = original
+    return max(peak, outer.total)
+
+
+class _SavedBytes:
+    """``saved_tensors_hooks`` that add up the bytes of the distinct saved activations (context manager)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._seen: set[int] = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+
+    def __enter__(self) -> _SavedBytes:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
         base = tensor
         while base._base is not None:
             base = base._base
@@ -138,14 +197,10 @@ def saved_activation_bytes(forward: Callable[[], torch.Tensor]) -> int:
         else:
             storage = base.untyped_storage()
             key, size = storage.data_ptr(), storage.nbytes()
-        if key not in seen:
-            seen.add(key)
-            total += size
+        if key not in self._seen:
+            self._seen.add(key)
+            self.total += size
         return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), _fused_attention_on_meta():
-        forward()
-    return total
 
 
 @contextlib.contextmanager
@@ -201,7 +256,8 @@ def plan_stage(
     checkpointing(False)
     plain = saved_activation_bytes(lambda: modules.forward(1, image_size))
     checkpointing(True)
-    checkpointed = saved_activation_bytes(lambda: modules.forward(1, image_size))
+    everything = (*modules.trainable, *modules.frozen)
+    checkpointed = checkpointed_peak_bytes(lambda: modules.forward(1, image_size), everything)
     checkpointing(False)
     return StagePlan(
         stage=modules.stage,
@@ -244,8 +300,8 @@ def format_plan(plans: list[StagePlan], gpus: int, optimizer: str, image_size: i
         "",
         "Trainable weights fp32 (master), frozen weights in the training dtype, gradients fp32.",
         "Activations: tensors saved for backward per sample, counted on the meta device (an estimate: no",
-        "allocator fragmentation, temporary buffers or kernel workspaces; with ckpt, the recomputation of",
-        "one block in backward is not counted). ckpt = train.gradient_checkpointing (UNet, DAEM decoder).",
+        "allocator fragmentation, temporary buffers or kernel workspaces; with ckpt, the peak while the",
+        "backward recomputes one block). ckpt = train.gradient_checkpointing (UNet, DAEM decoder).",
         f"Micro-batch × accumulation = {per_gpu} samples per GPU and optimizer step.",
         "",
         "| stage | trainable | frozen | strategy | weights | gradients | optimizer | activations/sample "

@@ -1,12 +1,15 @@
 """Sharded training through accelerate's FSDP2: full weights out, full optimizer state in and out.
 
-Under ``distributed_type: FSDP`` (``fsdp_version: 2``, ``configs/accelerate/*_fsdp.yaml``) accelerate's
-``prepare`` calls torch's ``fully_shard`` on the training objective in place: every parameter becomes a
-``DTensor`` holding this rank's shard, so ``module.state_dict()`` and ``save_pretrained`` no longer see
-the weights. This module gathers them back with accelerate's and torch's documented APIs:
+Under ``distributed_type: FSDP`` (``fsdp_version: 2``, ``configs/accelerate/*_fsdp.yaml``) the loop calls
+torch's ``fully_shard`` on the training objective's units and the objective in place
+(:func:`shard_objective`, the units accelerate's ``prepare`` would pick, without containers) before
+``prepare``: every parameter becomes a ``DTensor`` holding this rank's shard, so ``module.state_dict()``
+and ``save_pretrained`` no longer see the weights. This module gathers them back with accelerate's and
+torch's documented APIs:
 
 - weights: ``accelerator.get_state_dict(module)`` (torch's ``get_model_state_dict`` with
-  ``full_state_dict=True, cpu_offload=True``): the full tensors on the main process, nothing elsewhere;
+  ``full_state_dict=True, cpu_offload=True``) for a delivered module; ``DTensor.full_tensor()`` per
+  trained parameter for the resumable state. The full tensors end on the main process, nothing elsewhere;
 - optimizer state: ``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` /
   ``set_optimizer_state_dict`` with ``full_state_dict=True``. The resumable state holds the **full**
   optimizer state written by the main process, in the same layout as an unsharded run (tensors keyed
@@ -20,7 +23,8 @@ Every function here that gathers is a collective: call it on every process.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -56,6 +60,33 @@ def is_sharded(accelerator: Any) -> bool:
     return True
 
 
+def shard_on_cpu(accelerator: Any) -> bool:
+    """Switch a CPU ``accelerator`` to FSDP2 when ``accelerate launch`` was given an FSDP config.
+
+    accelerate builds FSDP only on accelerators: on a CPU host an FSDP config gives ``MULTI_CPU`` (DDP
+    over gloo), although it exports the config (``ACCELERATE_USE_FSDP``, ``FSDP_*``) to the processes.
+    torch's FSDP2 runs on CPU tensors over gloo, so this sets the accelerator's state to ``FSDP`` with the
+    plugin those variables describe (``FullyShardedDataParallelPlugin()`` reads them); ``prepare`` then
+    calls ``fully_shard`` as on GPUs. Nothing changes without that variable or in a single process.
+
+    Returns:
+        Whether the accelerator now shards.
+    """
+    import os
+
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    wanted = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if not wanted or accelerator.distributed_type != DistributedType.MULTI_CPU:
+        return False
+    plugin = FullyShardedDataParallelPlugin()
+    for state in (PartialState(), accelerator.state):  # AcceleratorState re-reads PartialState's
+        state.distributed_type = DistributedType.FSDP
+    accelerator.state.fsdp_plugin = plugin
+    return True
+
+
 def check_sharded_config(config: Any) -> None:
     """Refuse the ``train`` settings that the sharded path does not implement.
 
@@ -66,6 +97,96 @@ def check_sharded_config(config: Any) -> None:
         raise ConfigError("train.use_ema is not supported under FSDP (the EMA copy is not sharded)")
     if config.optimizer != "adamw":
         raise ConfigError(f"train.optimizer={config.optimizer} is not supported under FSDP; use adamw")
+
+
+def shard_objective(
+    accelerator: Any, objective: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> list[str]:
+    """Apply ``fully_shard`` to ``objective``'s shard units and to the objective itself, before ``prepare``.
+
+    The units are the ones accelerate's FSDP2 ``prepare`` picks (its auto-wrap policy from the config:
+    ``fsdp_min_num_params`` or the layer classes), except ``ModuleList`` / ``ModuleDict`` containers, which
+    ``fully_shard`` refuses (they have no ``forward``): accelerate's size-based policy selects them as soon as
+    their contents pass the threshold, and an SDXL UNet's ``down_blocks`` holds hundreds of millions of
+    parameters. A module reached from two parents (a frozen VAE shared by two parts of the objective) is one
+    unit. ``optimizer`` (still without state) is switched to the sharded parameters; ``prepare`` then finds a
+    sharded model and keeps it. Trainable parameters become fp32 under mixed precision, as in ``prepare``.
+
+    Returns:
+        The names of the units below the objective, children before parents.
+    """
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    if optimizer.state:
+        raise ValueError("shard the objective before the optimizer state is loaded")
+    plugin = accelerator.state.fsdp_plugin
+    plugin.set_auto_wrap_policy(objective)
+    policy = fsdp2_prepare_auto_wrap_policy(plugin, objective)
+    names = {id(parameter): name for name, parameter in objective.named_parameters()}
+    if accelerator.mixed_precision != "no":
+        for parameter in objective.parameters():
+            if parameter.requires_grad and parameter.dtype != torch.float32:
+                parameter.data = parameter.data.to(torch.float32)
+    kwargs = {
+        "reshard_after_forward": plugin.reshard_after_forward,
+        "offload_policy": plugin.cpu_offload,
+        "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy(),
+    }
+    units = []
+    for name, module in _children_first(objective):
+        if not name or policy is None or isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+            continue
+        if policy(module) and not isinstance(module, FSDPModule):
+            fully_shard(module, **kwargs)
+            units.append(name)
+    # The root: torch's default keeps its leftovers gathered between forward and backward, as accelerate does.
+    fully_shard(objective, **{key: value for key, value in kwargs.items() if key != "reshard_after_forward"})
+    sharded = dict(objective.named_parameters())
+    for group in optimizer.param_groups:
+        group["params"] = [sharded[names[id(parameter)]] for parameter in group["params"]]
+    return units
+
+
+@contextmanager
+def gathered(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Gather the weights of the shard units inside a frozen ``module`` that is used without its ``forward``.
+
+    FSDP2 gathers a unit's weights in a hook on the unit's ``forward``. The frozen VAE is called through its
+    parts instead (``encode_with_skips``: ``vae.encoder.conv_in``, the down blocks, ``quant_conv``), so when
+    it is a unit of its own (the SDXL VAE, 84 M parameters, passes the configs' 50 M threshold) its
+    parameters would still be shards there. Inside this context every unit in ``module`` is gathered; they
+    are resharded on exit. No-op for a module without units (unsharded runs). For no-grad use only: the
+    backward of a gradient through ``module`` would not reduce its gradients.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [unit for unit in module.modules() if isinstance(unit, FSDPModule)]
+    for unit in units:
+        unit.unshard()
+    try:
+        yield module
+    finally:
+        for unit in reversed(units):
+            unit.reshard()
+
+
+def restore_optimizer_parameters(
+    optimizer: torch.optim.Optimizer, groups: list[list[torch.nn.Parameter]]
+) -> None:
+    """Put back the sharded parameters :func:`shard_objective` gave ``optimizer``, after ``prepare``.
+
+    accelerate's ``prepare`` maps the optimizer's parameters to the model's by ``data_ptr``. Every empty
+    shard (a parameter with fewer rows than processes: DAEM's (1, C, 1, 1) scales and norms, on 8 GPUs a
+    4-row UNet ``conv_out``) has the same one, so on the processes that hold empty shards all of them
+    became one parameter: the optimizer held it several times and lacked the others, and the full
+    optimizer state gathered at the first checkpoint no longer matched between the processes (gloo:
+    "Received data size doesn't match expected size").
+    """
+    if len(groups) != len(optimizer.param_groups):
+        raise ValueError("the optimizer's param groups changed in prepare")
+    for group, parameters in zip(optimizer.param_groups, groups, strict=True):
+        group["params"] = parameters
 
 
 def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_norm: float) -> None:
@@ -79,15 +200,33 @@ def clip_grad_norm_(accelerator: Any, parameters: list[torch.nn.Parameter], max_
     torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
 
-def full_model_state(accelerator: Any, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def full_model_state(
+    accelerator: Any, module: torch.nn.Module, trainable_only: bool = False
+) -> dict[str, torch.Tensor]:
     """The full (unsharded) state dict of ``module`` on the main process, ``{}`` on the others.
 
     ``module`` is the prepared objective or any module inside it. A collective: call it on every process.
+    With ``trainable_only`` (the resumable state) only the parameters that require grad are gathered, one
+    at a time, each under its first name in ``named_parameters()``. That also keeps a module held by two
+    parts of the objective (stage 2's VAE) from being gathered under both names: torch's full state dict
+    serves the second copy from a cache on the main process only, and the processes' collectives then
+    no longer match (gloo: "Received data size doesn't match expected size").
     """
-    state = accelerator.get_state_dict(module)
-    if not accelerator.is_main_process:
-        return {}
-    return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    if not trainable_only:
+        state = accelerator.get_state_dict(module)
+        if not accelerator.is_main_process:
+            return {}
+        return {name: tensor.detach().cpu().contiguous() for name, tensor in state.items()}
+    from torch.distributed.tensor import DTensor
+
+    gathered = {}
+    for name, parameter in module.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        full = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
+        if accelerator.is_main_process:
+            gathered[_clean(name)] = full.detach().cpu().contiguous()
+    return gathered
 
 
 def full_optimizer_state(
@@ -189,6 +328,32 @@ def full_weight_modules(
         plain.load_state_dict(state, strict=True, assign=True)
         gathered[name] = plain
     return gathered
+
+
+def _children_first(root: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every module under ``root`` once (named by its first path), each after all the modules inside it.
+
+    A module held by two parents (stage 2's frozen VAE: ``skip_encoder.vae`` and ``latents.vae``) comes
+    before both. Reversed ``named_modules()`` does not ensure that: it lists a shared module once, at its
+    first path, so the second parent came first and ``fully_shard`` took the shared weights into it; the
+    shared module was then sharded a second time (``fully_shard`` fails on parameters that are shards).
+    """
+    ordered: list[tuple[str, torch.nn.Module]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, torch.nn.Module, bool]] = [("", root, False)]
+    while stack:  # iterative post-order depth-first search
+        name, module, expanded = stack.pop()
+        if expanded:
+            ordered.append((name, module))
+            continue
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        stack.append((name, module, True))
+        for child_name, child in reversed(list(module.named_children())):
+            if id(child) not in seen:
+                stack.append((f"{name}.{child_name}" if name else child_name, child, False))
+    return ordered
 
 
 def _clean(name: str) -> str:

@@ -27,7 +27,7 @@ def _freeze(*modules: torch.nn.Module) -> None:
         module.requires_grad_(False).eval()
 
 
-def _objective(
+def stage1_objective(
     prior: Any,
     lq_encoder: torch.nn.Module,
     daff: torch.nn.Module,
@@ -35,6 +35,8 @@ def _objective(
     start: StartConfig,
     train_config: TrainConfig,
 ) -> tuple[RestorationDenoisingObjective, LatentBatches]:
+    """The objective stages 1a and 1b train (eq. 9: the UNet with DAFF at ``conv_in``, the LQ encoder, the
+    frozen VAE for LQ starts) and its batch source; which parameters train is set by the caller."""
     from unildiff.models.denoiser import UniLDiffDenoiser
 
     scheduler = noise_schedule(prior.scheduler)
@@ -89,7 +91,7 @@ def train_stage1a(
     """
     _freeze(prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2, lq_encoder)
     daff.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, start, train_config)
+    objective, batches = stage1_objective(prior, lq_encoder, daff, cache, start, train_config)
     run = TrainingRun(
         stage="stage1a",
         objective=objective,
@@ -137,7 +139,7 @@ def train_stage1b(
     _freeze(prior.vae, prior.text_encoder, prior.text_encoder_2)
     for module in (lq_encoder, daff, prior.unet):
         module.requires_grad_(True).train()
-    objective, batches = _objective(prior, lq_encoder, daff, cache, start, train_config)
+    objective, batches = stage1_objective(prior, lq_encoder, daff, cache, start, train_config)
     if daff.config.fusion:
         groups = [
             ParamGroup("lq_encoder", tuple(lq_encoder.parameters()), config.lr_lq_encoder),

@@ -30,8 +30,10 @@ class SkipEncoder(torch.nn.Module):
     def forward(self, lq: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Skips of lq [-1, 1], (B, 3, H, W): one tensor per VAE encoder level."""
         from unildiff.models.conditioner import encode_with_skips
+        from unildiff.training.sharding import gathered
 
-        return encode_with_skips(self.vae, lq)[1]
+        with gathered(self.vae):  # FSDP: the VAE is used through its parts, not its forward
+            return encode_with_skips(self.vae, lq)[1]
 
 
 def stage2_param_groups(decoder: torch.nn.Module, config: Stage2Config) -> list[ParamGroup]:
@@ -44,6 +46,48 @@ def stage2_param_groups(decoder: torch.nn.Module, config: Stage2Config) -> list[
     if daem:
         groups.append(ParamGroup("daem", daem, config.lr))
     return groups
+
+
+def stage2_objective(
+    prior: Any,
+    decoder: torch.nn.Module,
+    cache: LatentSource,
+    config: Stage2Config,
+    train_config: TrainConfig,
+    stage1: Any | None = None,
+    start_timestep: int | None = None,
+    start_noise: float = 1.0,
+) -> tuple[DecoderObjective, LatentBatches]:
+    """The objective stage 2 trains (eq. 10: the DAEM decoder, the frozen VAE encoder's LQ skips and, for
+    ``denoised`` latents, the frozen stage-1b denoiser reading the same VAE) and its batch source.
+    Arguments as :func:`train_stage2`; the frozen parts are frozen here, ``decoder`` is left as it is."""
+    skip_encoder = SkipEncoder(prior.vae).requires_grad_(False).eval()
+    latents = None
+    if config.latent_source == "denoised":
+        if stage1 is None:
+            raise ConfigError("stage2.latent_source=denoised needs the stage-1b model")
+        for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
+            module.requires_grad_(False).eval()
+        table = PromptTable.from_prior(prior, cache.prompts)
+        latents = OneStepLatents(
+            stage1.denoiser(),
+            stage1.lq_encoder,
+            noise_schedule(prior.scheduler),
+            table,
+            vae=prior.vae,
+            start_timestep=start_timestep,
+            start_noise=start_noise,
+            prompt_free=not train_config.prompts,
+        )
+        batches = LatentBatches(cache, table)
+    else:
+        batches = LatentBatches(cache, None)
+    # fp16 overflows in the SDXL VAE decoder (its config says force_upcast): that path runs in fp32.
+    upcast = train_config.mixed_precision == "fp16" and bool(prior.vae.config.get("force_upcast", False))
+    objective = DecoderObjective(
+        decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size, latents, upcast=upcast
+    )
+    return objective, batches
 
 
 def train_stage2(
@@ -83,32 +127,9 @@ def train_stage2(
     """
     for module in (prior.vae, prior.unet, prior.text_encoder, prior.text_encoder_2):
         module.requires_grad_(False).eval()
-    skip_encoder = SkipEncoder(prior.vae).requires_grad_(False).eval()
     decoder.requires_grad_(True).train()
-    latents = None
-    if config.latent_source == "denoised":
-        if stage1 is None:
-            raise ConfigError("stage2.latent_source=denoised needs the stage-1b model")
-        for module in (stage1.lq_encoder, stage1.daff, stage1.unet):
-            module.requires_grad_(False).eval()
-        table = PromptTable.from_prior(prior, cache.prompts)
-        latents = OneStepLatents(
-            stage1.denoiser(),
-            stage1.lq_encoder,
-            noise_schedule(prior.scheduler),
-            table,
-            vae=prior.vae,
-            start_timestep=start_timestep,
-            start_noise=start_noise,
-            prompt_free=not train_config.prompts,
-        )
-        batches = LatentBatches(cache, table)
-    else:
-        batches = LatentBatches(cache, None)
-    # fp16 overflows in the SDXL VAE decoder (its config says force_upcast): that path runs in fp32.
-    upcast = train_config.mixed_precision == "fp16" and bool(prior.vae.config.get("force_upcast", False))
-    objective = DecoderObjective(
-        decoder, skip_encoder, config.lambda1, config.lambda2, config.crop_size, latents, upcast=upcast
+    objective, batches = stage2_objective(
+        prior, decoder, cache, config, train_config, stage1, start_timestep, start_noise
     )
     settings = {key: value for key, value in decoder.config.items() if not key.startswith("_")}
     run = TrainingRun(
