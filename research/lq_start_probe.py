@@ -62,9 +62,9 @@ def main() -> None:
     prior = load_prior(paths.PRIOR)
     cache = ShardedLatentCache(paths.LATENT_CACHE)
     accelerator = make_accelerator(train_config)
-    lq_encoder = LQEncoder.from_vae(prior.vae)
     daff_config = load_section("daff", DAFFConfig, params)
-    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=train_config.seed)
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff_config.lq_scales)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.scale_channels, seed=train_config.seed)
     started = time.perf_counter()
     result_1a = train_stage1a(
         prior,

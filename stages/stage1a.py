@@ -34,8 +34,8 @@ def main() -> None:
     accelerator = make_accelerator(train_config)
     prior = load_prior(paths.PRIOR)
     cache = ShardedLatentCache(paths.LATENT_CACHE)
-    lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=train_config.seed)
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff_config.lq_scales)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.scale_channels, seed=train_config.seed)
     if not daff_config.fusion:  # the ablation without DAFF: nothing to pre-train
         with atomic_dir(paths.STAGE1A) as temporary:
             daff.save_pretrained(temporary / "daff", safe_serialization=True)

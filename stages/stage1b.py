@@ -35,8 +35,9 @@ def main() -> None:
     accelerator = make_accelerator(train_config)
     prior = load_prior(paths.PRIOR)
     cache = ShardedLatentCache(paths.LATENT_CACHE)
-    lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = DAFF.from_pretrained(paths.STAGE1A / "daff", use_safetensors=True)
+    # the scales of f^LQ are stage 1a's daff.lq_scales, recorded in its DAFF's config
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff.config.lq_scales)
     inputs_key = (
         digest_directory(paths.PRIOR) + digest_directory(paths.LATENT_CACHE) + digest_directory(paths.STAGE1A)
     )

@@ -188,3 +188,53 @@ def test_bench_times_onnxruntime_against_torch(exported, tmp_path):
     ort_row = report["components"]["onnxruntime"]["32px"]["denoiser_step_cfg"]
     assert ort_row["flops_per_call"] == torch_row["flops_per_call"] > 0
     assert report["speedup_vs_torch"]["onnxruntime"]["32px_2steps"] > 0
+
+
+def test_multi_scale_lq_graphs_match_torch(tmp_path):
+    """``daff.lq_scales: 3``: the LQ encoder graph returns the stacked scales and the denoiser graph takes
+    them (one ``lq_features`` input, 32 + 128 + 512 channels at the tiny sizes); ONNX Runtime matches
+    torch at the export size, the dynamic-check size (both inside ``export_graph``) and a third size."""
+    from unildiff.backends.torch import TorchGraphs
+    from unildiff.export.onnx_export import export_graph, restoration_exports
+    from unildiff.models.bundle import build_model
+    from unildiff.models.config import DAEMConfig, DAFFConfig, PriorConfig
+    from unildiff.models.prior import build_tiny_prior
+    from unildiff.models.text import encode_prompt, make_time_ids
+
+    torch.manual_seed(0)
+    daff_config = DAFFConfig(width=16, num_heads=2, normalize_lq=True, lq_residual=True, lq_scales=3)
+    model = build_model(build_tiny_prior(PriorConfig(), seed=0), daff_config, DAEMConfig(num_experts=2))
+    generator = torch.Generator().manual_seed(1)
+    for parameter in model.daff.parameters():  # proj_out and the finer scales' embeddings start at zero
+        if not parameter.detach().any():
+            parameter.data = torch.randn(parameter.shape, generator=generator) * 0.05
+    graphs = TorchGraphs.from_model(model)
+    for module in (model.lq_encoder, model.daff, model.unet, model.decoder, model.prior.vae):
+        module.eval()
+    lq = synthetic_lq(32)
+    exports = restoration_exports(graphs, model.prior, lq, ["remove noise", "remove rain"], 16)
+    config = ExportConfig(dynamic_check_size=16, graph_atol=GRAPH_ATOL, prefer_dynamo=True)
+    sessions = {}
+    for graph in exports[:2]:  # the LQ encoder and the denoiser
+        spec = graph.spec(2, 32, 32)
+        path = tmp_path / f"{graph.name.value}.onnx"
+        export_graph(graph, spec, path, config)  # raises when ONNX Runtime departs from torch
+        tensors = {tensor.name: tensor for tensor in spec.inputs + spec.outputs}
+        assert tensors["lq_features"].axes == ("batch", 672, "height/4", "width/4"), graph.name
+        sessions[graph.name] = OnnxSession(path, OnnxRuntimeConfig(prefer_cuda=False), graph.input_names)
+    image = synthetic_lq(24)[:1]
+    with torch.no_grad():
+        expected = graphs.conditioner(image)
+    actual = sessions[GraphName.LQ_ENCODER](image)
+    assert actual[0].shape == (1, 672, 6, 6)
+    encoder = output_difference(expected, actual)
+    assert encoder.within(GRAPH_ATOL), encoder
+    embeds, pooled = encode_prompt(model.prior, ["remove noise"])
+    latent = torch.randn(1, model.unet.config.in_channels, 6, 6, generator=torch.Generator().manual_seed(3))
+    arguments = (latent, torch.full((1,), 333.0), expected[0], embeds, pooled, make_time_ids(24, 24, 1))
+    with torch.no_grad():
+        reference = graphs.denoise(*arguments)
+        shuffled = graphs.denoise(latent, arguments[1], expected[0].flip(-1), *arguments[3:])
+    assert (reference - shuffled).abs().max() > 1e-4  # the output depends on f^LQ
+    denoiser = output_difference([reference], sessions[GraphName.DENOISER](*arguments))
+    assert denoiser.within(GRAPH_ATOL) and denoiser.scale > 0.1, denoiser

@@ -258,6 +258,11 @@ def test_tensorrt_profiles_match_each_graphs_dynamic_axes(exported):
     assert denoiser["max"][0] == 2 * lq["max"][0]
     assert denoiser["max"][2] * 8 == lq["max"][2]
     assert profiles["graphs"]["denoiser"]["dtype"] == "fp16"
+    # daff.lq_scales: 3 (the sdxl preset): f^LQ stacks the mid block (32 channels at 1/16 width), level 2
+    # (32 x 4) and level 1 (16 x 16) on the latent grid; the LQ encoder's output is the denoiser's input
+    features = profiles["graphs"]["denoiser"]["inputs"]["lq_features"]
+    assert features["min"][1] == features["max"][1] == 32 + 32 * 4 + 16 * 16
+    assert features["max"][2] == denoiser["max"][2]
 
 
 @pytest.mark.slow

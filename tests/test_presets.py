@@ -52,11 +52,13 @@ PAPER = {
     "DAEM routes per local window": True,
     "fixes against the LQ (colour, detail radius)": ("none", 0),  # the paper describes none
     "DAFF (LQ normalised, LQ residual)": (False, False),  # DAFF as described, without the tiny-only paths
+    "DAFF multi-scale f^LQ": True,  # Fig. 2: "multi-scale features f^LQ"
 }
 
 #: Where the paper is silent, the preset's choices (docs/presets.md gives each reason): the stage-2 rate
 #: (one for decoder and DAEM), what stage 2 decodes, λ1, the data unweighted (no tiny colour balance),
-#: the DAEM routing window (the paper routes by local context without a size), evaluation on cuda.
+#: the DAEM routing window (the paper routes by local context without a size), evaluation on cuda, the
+#: f^LQ scales (the paper says "multi-scale" without naming the maps).
 CHOICES = {
     "stage 2 lr (decoder + DAEM)": (1e-4, 1e-4),
     "stage 2 decodes": "clean",
@@ -65,6 +67,7 @@ CHOICES = {
     "DAEM window (output pixels)": 16,
     "evaluation device": "cuda",
     "prior": ("sdxl", SDXL_PATH),
+    "f^LQ scales (H/8, H/4, H/2)": 3,
 }
 
 
@@ -116,6 +119,8 @@ def _resolve(tmp_path: Path) -> dict:
         "lambda2": stage2.lambda2,
         "stage 2 decodes": stage2.latent_source,
         "DAFF (LQ normalised, LQ residual)": (daff.normalize_lq, daff.lq_residual),
+        "DAFF multi-scale f^LQ": daff.lq_scales > 1,
+        "f^LQ scales (H/8, H/4, H/2)": daff.lq_scales,
         "colour source weight": data.colour_source_weight,
         "DAEM routes per local window": daem.window > 0,
         "DAEM window (output pixels)": daem.window,

@@ -38,7 +38,9 @@ class LQEncoding:
     """The LQ image encoded once per image.
 
     Attributes:
-        lq_features: f^LQ for DAFF, (B, C_lq, H/8, W/8).
+        lq_features: f^LQ for DAFF, unbounded, (B, C_lq, H/8, W/8); with ``daff.lq_scales`` > 1 the
+            scales stacked on the channel axis (C_lq = ``LQEncoder.out_channels``;
+            :mod:`unildiff.models.lq_encoder`).
         lq_latent: scaled VAE latent of the LQ image, (B, 4, H/8, W/8).
         skips: the frozen VAE encoder's multi-scale features consumed by the DAEM decoder.
     """

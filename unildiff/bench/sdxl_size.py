@@ -15,8 +15,9 @@ import torch
 from unildiff.models.config import DAEMConfig, DAFFConfig
 
 #: The ``sdxl`` preset's DAFF and DAEM sizes (``presets/sdxl.yaml`` over ``params.yaml``; the test of
-#: the SDXL-size export checks them against the preset): the config defaults, DAEM routing per 16² pixels.
-SDXL_DAFF = DAFFConfig()
+#: the SDXL-size export checks them against the preset): the config defaults, f^LQ at the VAE encoder's
+#: three coarsest resolutions (H/8, H/4, H/2), DAEM routing per 16² pixels.
+SDXL_DAFF = DAFFConfig(lq_scales=3)
 SDXL_DAEM = DAEMConfig(window=16)
 
 SDXL_UNET: dict[str, Any] = {

@@ -65,14 +65,14 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError(f"--gpu-memory-gib must be > 0, got {gpu_memory_gib}")
             import torch
 
-            from unildiff.bench.sdxl_size import SDXL_UNET, SDXL_VAE
-            from unildiff.models.config import DAEMConfig, DAFFConfig
+            from unildiff.bench.sdxl_size import SDXL_DAFF, SDXL_UNET, SDXL_VAE
+            from unildiff.models.config import DAEMConfig
             from unildiff.training.plan import format_plan, plan_stage, stage_modules
             from unildiff.utils.atomic import atomic_write_text
 
             torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
-            stages, checkpointing = stage_modules(
-                SDXL_UNET, SDXL_VAE, DAFFConfig(), DAEMConfig(), torch_dtype
+            stages, checkpointing = stage_modules(  # DAFF as the sdxl preset sets it (three f^LQ scales)
+                SDXL_UNET, SDXL_VAE, SDXL_DAFF, DAEMConfig(), torch_dtype
             )
             plans = [
                 plan_stage(stage, image_size, gpus, optimizer, checkpointing, dtypes[dtype])

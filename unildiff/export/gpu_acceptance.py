@@ -172,16 +172,16 @@ def check_training_steps(image_size: int = 512) -> dict:
     """One AdamW step per stage, bf16 autocast, gradient checkpointing; peak memory against the plan."""
     import torch
 
-    from unildiff.bench.sdxl_size import SDXL_UNET, SDXL_VAE
-    from unildiff.models.config import DAEMConfig, DAFFConfig
+    from unildiff.bench.sdxl_size import SDXL_DAFF, SDXL_UNET, SDXL_VAE
+    from unildiff.models.config import DAEMConfig
     from unildiff.training.plan import plan_stage, stage_modules
 
-    planned_stages, planned_switch = stage_modules(SDXL_UNET, SDXL_VAE, DAFFConfig(), DAEMConfig())
+    planned_stages, planned_switch = stage_modules(SDXL_UNET, SDXL_VAE, SDXL_DAFF, DAEMConfig())
     plans = {
         stage.stage: plan_stage(stage, image_size, 1, "adamw", planned_switch) for stage in planned_stages
     }
     stages, checkpointing = stage_modules(
-        SDXL_UNET, SDXL_VAE, DAFFConfig(), DAEMConfig(), torch.bfloat16, device="cuda"
+        SDXL_UNET, SDXL_VAE, SDXL_DAFF, DAEMConfig(), torch.bfloat16, device="cuda"
     )
     checkpointing(True)
     rows, problems = {}, []

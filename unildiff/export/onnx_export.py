@@ -3,7 +3,10 @@
 Graphs (under ``export/onnx/``):
 
 - ``lq_encoder``: LQ image [-1, 1], (B, 3, H, W) → ``lq_features`` (B, C_lq, H/8, W/8), ``lq_latent``
-  (scaled, (B, 4, H/8, W/8)) and ``skip_<i>`` (the frozen VAE encoder's multi-scale features).
+  (scaled, (B, 4, H/8, W/8)) and ``skip_<i>`` (the frozen VAE encoder's multi-scale features). With
+  ``daff.lq_scales`` > 1, ``lq_features`` holds every f^LQ scale stacked on the channel axis on the latent
+  grid (:mod:`unildiff.models.lq_encoder`): one tensor whose C_lq is ``LQEncoder.out_channels``, so the
+  graph names, dynamic axes and TensorRT profiles are those of the single-scale model.
 - ``denoiser``: UNet + DAFF, ``(sample, timestep (B,) float32, lq_features, encoder_hidden_states,
   text_embeds, time_ids)`` → ``noise_pred``.
 - ``decoder``: DAEM decoder, ``(latents, skip_0, …)`` → ``image`` [-1, 1], (B, 3, H, W). It is exported

@@ -147,11 +147,13 @@ class BuiltGraph:
 
 
 def _lq_encoder(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
+    from unildiff.bench.sdxl_size import SDXL_DAFF
     from unildiff.models.conditioner import LQConditioner
     from unildiff.models.lq_encoder import LQEncoder
 
     vae = _vae(config)
-    lq_encoder = LQEncoder.from_vae(vae).eval()  # a copy of the VAE encoder trunk, as training starts
+    # a copy of the VAE encoder trunk, as training starts, giving the sdxl preset's f^LQ scales
+    lq_encoder = LQEncoder.from_vae(vae, num_scales=SDXL_DAFF.lq_scales).eval()
     conditioner = LQConditioner(lq_encoder, vae).eval()
     levels = len(vae.config.block_out_channels)
     names = ("lq",)
@@ -172,13 +174,16 @@ def _denoiser(config: SdxlGraphsConfig, sets: list[torch.Tensor]) -> BuiltGraph:
     from unildiff.bench.sdxl_size import SDXL_DAFF, sdxl_unet_config, sdxl_vae_config
     from unildiff.models.daff import DAFF
     from unildiff.models.denoiser import UniLDiffDenoiser
+    from unildiff.models.lq_encoder import lq_scale_channels, stacked_channels
     from unildiff.models.text import make_time_ids
 
     dtype = DTYPES[config.denoiser_dtype]
     unet_config = sdxl_unet_config(config.width_divisor)
     unet = _seeded(SEEDS["unet"], dtype, lambda: UNet2DConditionModel(**unet_config)).eval()
-    lq_channels = sdxl_vae_config(config.width_divisor)["block_out_channels"][-1]  # LQEncoder.out_channels
-    daff = _seeded(SEEDS["daff"], dtype, lambda: DAFF.from_unet(unet, SDXL_DAFF, lq_channels)).eval()
+    vae_widths = sdxl_vae_config(config.width_divisor)["block_out_channels"]
+    scales = lq_scale_channels(vae_widths, SDXL_DAFF.lq_scales)  # LQEncoder.scale_channels
+    lq_channels = stacked_channels(scales)  # LQEncoder.out_channels
+    daff = _seeded(SEEDS["daff"], dtype, lambda: DAFF.from_unet(unet, SDXL_DAFF, scales)).eval()
     _fill_zeros(daff)
     denoiser = UniLDiffDenoiser(unet, daff).eval()
     names = ("sample", "timestep", "lq_features", "encoder_hidden_states", "text_embeds", "time_ids")

@@ -75,8 +75,8 @@ def build_model(prior: PriorComponents, daff_config: DAFFConfig, daem_config: DA
 
     The UNet is the prior's own module (not a copy); training code copies it if it must keep the original.
     """
-    lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels)  # from the global RNG
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff_config.lq_scales)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.scale_channels)  # from the global RNG
     decoder = DAEMDecoder.from_vae(prior.vae, daem_config)
     return UniLDiffModel(prior=prior, lq_encoder=lq_encoder, daff=daff, unet=prior.unet, decoder=decoder)
 

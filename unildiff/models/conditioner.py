@@ -37,7 +37,8 @@ class LQConditioner(nn.Module):
             lq: LQ image, [-1, 1], (B, 3, H, W), H and W multiples of 8.
 
         Returns:
-            (lq_features (B, C_lq, H/8, W/8), lq_latent (B, 4, H/8, W/8) scaled, *skips).
+            (lq_features (B, C_lq, H/8, W/8) (C_lq = ``LQEncoder.out_channels``: every f^LQ scale, stacked),
+            lq_latent (B, 4, H/8, W/8) scaled, *skips).
         """
         lq_latent, skips = self.encode_with_skips(lq)
         return (self.lq_encoder(lq), lq_latent, *skips)

@@ -117,6 +117,10 @@ class DAFFConfig:
             paper's DAFF), ``double`` (the N double-stream blocks only), ``single`` (the M single-stream
             blocks only) or ``rsa`` (N + M residual self-attention blocks over [LQ ‖ HQ] without timestep
             modulation, the paper's RSA row).
+        lq_scales: Encoder resolutions in f^LQ, coarsest first (paper Fig. 2, "multi-scale features
+            f^LQ"): 1 is the LQ encoder's mid-block map alone; N adds the N-1 next finer resolutions, each
+            embedded by its own zero-initialised projection and summed into the LQ tokens
+            (:class:`~unildiff.models.lq_encoder.LQEncoder`, docs/model.md). At most the VAE's level count.
     """
 
     width: int = 64
@@ -128,11 +132,12 @@ class DAFFConfig:
     lq_residual: bool = False
     fusion: bool = True
     variant: str = "both"
+    lq_scales: int = 1
 
     def __post_init__(self) -> None:
         if self.variant not in DAFF_VARIANTS:
             raise ConfigError(f"daff.variant must be one of {', '.join(DAFF_VARIANTS)}, got {self.variant!r}")
-        for name in ("width", "num_heads", "patch_size"):
+        for name in ("width", "num_heads", "patch_size", "lq_scales"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"daff.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_double_blocks", "num_single_blocks"):

@@ -4,11 +4,18 @@ Shapes (h, w = latent size, p = patch size, N = h*w/p², D = width)::
 
     conv_in output (B, C, h, w) ──conv p×p/p──▶ HQ tokens (B, N, D) ─┐
     f^LQ (B, C_lq, h, w) ────────conv p×p/p──▶ LQ tokens (B, N, D) ─┤ shared 2-D rotary ids (row, col)
+      scale s ≥ 1 (lq_scales > 1) ─zero-init conv p×p/p─▶ + (summed)  │
                                                                      ▼
         N × FluxTransformerBlock (double stream, eqs. 1-2; LQ = context stream, HQ = image stream)
         M × FluxSingleTransformerBlock over [LQ ‖ HQ] (eqs. 3-5) → f^align
         HQ half + cross-attention to the text embedding c (the paper's "content embedding")
         LayerNorm → zero-initialised Linear(D, C·p²) → un-patchify → residual (B, C, h, w)
+
+With ``lq_scales`` > 1, f^LQ stacks the LQ encoder's scales on the channel axis (scale s space-to-depth
+by 2^s onto the latent grid, :mod:`unildiff.models.lq_encoder`); each scale has its own patch embedding,
+and the finer scales' embeddings start at zero, so the LQ tokens start as the single-scale ones. A p×p/p
+conv over scale s's space-to-depth map is a (2^s·p)×(2^s·p) conv with stride 2^s·p over the map at its
+own resolution: every scale lands on the same token grid (paper Fig. 2, "multi-scale features f^LQ").
 
 All blocks are modulated by DAFF's own timestep embedding ``temb``. Because the output projection starts at
 zero, the residual is exactly zero at initialisation and the UNet computes what the prior computes.
@@ -37,6 +44,7 @@ from diffusers.models.transformers.transformer_flux import (
 )
 from torch import nn
 
+from unildiff.errors import ConfigError
 from unildiff.models.config import DAFFConfig
 
 TIME_PROJECTION_CHANNELS = 256
@@ -85,7 +93,8 @@ class DAFF(ModelMixin, ConfigMixin):
 
     Args:
         hidden_channels: C, the UNet's conv_in output channels (``unet.config.block_out_channels[0]``).
-        lq_channels: C_lq, the LQ encoder's output channels.
+        lq_channels: Channels of f^LQ's scale 0, the LQ encoder's mid-block map (all of f^LQ when
+            single-scale).
         text_dim: Width of the text embedding c (``unet.config.cross_attention_dim``).
         width: Token width D.
         num_double_blocks: N double-stream blocks.
@@ -102,6 +111,10 @@ class DAFF(ModelMixin, ConfigMixin):
             :class:`~unildiff.models.denoiser.UniLDiffDenoiser` leaves the UNet bare.
         variant: Fusion blocks (paper Table 4): ``both`` | ``double`` | ``single`` | ``rsa`` (module
             docstring). A saved DAFF without the key is ``both``.
+        lq_scales: ``daff.lq_scales``: scales in f^LQ (module docstring). A saved DAFF without the key is
+            single-scale.
+        lq_fine_channels: Native channels C_s of scales s = 1 … lq_scales-1 (``LQEncoder.scale_channels``
+            after the first); scale s occupies C_s·4^s channels of f^LQ.
     """
 
     @register_to_config
@@ -120,13 +133,20 @@ class DAFF(ModelMixin, ConfigMixin):
         lq_residual: bool = False,
         fusion: bool = True,
         variant: str = "both",
+        lq_scales: int = 1,
+        lq_fine_channels: tuple[int, ...] = (),
     ):
         super().__init__()
         # validates (__post_init__): diffusers' from_pretrained calls __init__ with the saved keys
         DAFFConfig(
             width, num_double_blocks, num_single_blocks, num_heads, patch_size, normalize_lq, lq_residual,
-            fusion, variant,
+            fusion, variant, lq_scales,
         )  # fmt: skip
+        if len(lq_fine_channels) != lq_scales - 1:
+            raise ConfigError(
+                f"daff.lq_scales={lq_scales} needs {lq_scales - 1} finer LQ scale widths, "
+                f"got {len(lq_fine_channels)}"
+            )
         doubles = num_double_blocks if variant in ("both", "double") else 0
         singles = num_single_blocks if variant in ("both", "single") else 0
         head_dim = width // num_heads
@@ -156,24 +176,52 @@ class DAFF(ModelMixin, ConfigMixin):
         self.proj_out = nn.Linear(width, hidden_channels * patch_size * patch_size)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        # Built last, so the modules above draw the same initial weights as with lq_scales=1.
+        self.lq_scale_norms, self.lq_scale_embeds = self._finer_scale_embeddings(
+            lq_fine_channels, width, patch_size, normalize_lq
+        )
+
+    @staticmethod
+    def _finer_scale_embeddings(
+        fine_channels: tuple[int, ...], width: int, patch_size: int, normalize_lq: bool
+    ) -> tuple[nn.ModuleList, nn.ModuleList]:
+        """Per finer scale s: a norm (GroupNorm with ``normalize_lq``, else identity) and a zero-initialised
+        p×p/p patch embedding of its C_s·4^s space-to-depth channels; both lists empty when single-scale."""
+        norms, embeds = nn.ModuleList(), nn.ModuleList()
+        for scale, channels in enumerate(fine_channels, start=1):
+            stacked = channels * 4**scale
+            norms.append(nn.GroupNorm(1, stacked) if normalize_lq else nn.Identity())
+            embed = nn.Conv2d(stacked, width, kernel_size=patch_size, stride=patch_size)
+            nn.init.zeros_(embed.weight)
+            nn.init.zeros_(embed.bias)
+            embeds.append(embed)
+        return norms, embeds
 
     @classmethod
     def from_unet(
-        cls, unet: nn.Module, config: DAFFConfig, lq_channels: int, seed: int | None = None
+        cls, unet: nn.Module, config: DAFFConfig, lq_channels: int | tuple[int, ...], seed: int | None = None
     ) -> DAFF:
         """A fresh DAFF from the ``daff`` params, sized for ``unet`` and the LQ encoder's features.
 
         Args:
             unet: The UNet DAFF hooks into (its conv_in width and text width fix DAFF's sizes).
             config: The ``daff`` settings.
-            lq_channels: Channels of f^LQ (``LQEncoder.out_channels``).
+            lq_channels: Native channels of each f^LQ scale, coarsest first (``LQEncoder.scale_channels``);
+                an ``int`` is one scale. Their number must be ``config.lq_scales``.
             seed: Seed of the weight initialisation, drawn inside ``torch.random.fork_rng`` so the global
                 RNG is left as it was (the ``stage1a`` stage); ``None`` draws from the global RNG as it is.
         """
+        scales = (lq_channels,) if isinstance(lq_channels, int) else tuple(lq_channels)
+        if len(scales) != config.lq_scales:
+            raise ConfigError(
+                f"daff.lq_scales={config.lq_scales} but the LQ encoder gives {len(scales)} scale(s) "
+                "(build it with LQEncoder.from_vae(vae, num_scales=daff.lq_scales))"
+            )
         sizes = {
             "hidden_channels": unet.config.block_out_channels[0],
-            "lq_channels": lq_channels,
+            "lq_channels": scales[0],
             "text_dim": unet.config.cross_attention_dim,
+            "lq_fine_channels": scales[1:],
         }
         if seed is None:
             return cls(**sizes, **dataclasses.asdict(config))
@@ -200,7 +248,9 @@ class DAFF(ModelMixin, ConfigMixin):
 
         Args:
             hidden: UNet conv_in output, (B, C, h, w); h and w multiples of ``patch_size``.
-            lq_features: f^LQ, (B, C_lq, h, w).
+            lq_features: f^LQ from :class:`~unildiff.models.lq_encoder.LQEncoder`, unbounded,
+                (B, C_lq, h, w): ``lq_channels`` channels when single-scale, else the scales stacked on the
+                channel axis, coarsest first, scale s as C_s·4^s space-to-depth channels.
             timestep: Diffusion timesteps, (B,) or a scalar tensor (broadcast to B).
             encoder_hidden_states: Text embedding c, (B, L, text_dim).
 
@@ -211,10 +261,7 @@ class DAFF(ModelMixin, ConfigMixin):
             return torch.zeros_like(hidden)
         batch, channels, _, _ = hidden.shape
         hq = self.hq_embed(hidden)
-        lq_features = lq_features.to(hq.dtype)
-        if self.lq_norm is not None:
-            lq_features = self.lq_norm(lq_features)
-        lq = self.lq_embed(lq_features)
+        lq = self._embed_lq(lq_features.to(hq.dtype))
         grid_height, grid_width = hq.shape[-2], hq.shape[-1]
         hq_tokens = hq.flatten(2).transpose(1, 2)
         lq_tokens = lq.flatten(2).transpose(1, 2)
@@ -225,6 +272,28 @@ class DAFF(ModelMixin, ConfigMixin):
             lq_tokens, hq_tokens = self._flux_fusion(lq_tokens, hq_tokens, rotary, timestep, batch)
         shape = (batch, channels, grid_height, grid_width)
         return self._output(hq_tokens, lq_tokens, encoder_hidden_states, shape)
+
+    def _embed_lq(self, lq_features: torch.Tensor) -> torch.Tensor:
+        """f^LQ (B, C_lq, h, w) → LQ patch embeddings (B, D, h/p, w/p), summed over scales."""
+        if not self.lq_scale_embeds:  # single-scale: the mid-block map alone
+            if self.lq_norm is not None:
+                lq_features = self.lq_norm(lq_features)
+            return self.lq_embed(lq_features)
+        widths = [self.config.lq_channels] + [
+            channels * 4**scale for scale, channels in enumerate(self.config.lq_fine_channels, start=1)
+        ]
+        if lq_features.shape[1] != sum(widths):
+            raise ValueError(
+                f"DAFF with lq_scales={self.config.lq_scales} takes {sum(widths)} f^LQ channels, "
+                f"got {lq_features.shape[1]} (is the LQ encoder built with the same daff.lq_scales?)"
+            )
+        coarsest, *finer = lq_features.split(widths, dim=1)
+        if self.lq_norm is not None:
+            coarsest = self.lq_norm(coarsest)
+        lq = self.lq_embed(coarsest)
+        for features, norm, embed in zip(finer, self.lq_scale_norms, self.lq_scale_embeds, strict=True):
+            lq = lq + embed(norm(features))
+        return lq
 
     def _flux_fusion(
         self,

@@ -58,7 +58,8 @@ class UniLDiffDenoiser(nn.Module):
         Args:
             sample: Noisy scaled latent x_t (after the scheduler's ``scale_model_input``), (B, 4, h, w).
             timestep: Timesteps, (B,) or a scalar tensor.
-            lq_features: f^LQ from :class:`~unildiff.models.lq_encoder.LQEncoder`, (B, C_lq, h, w).
+            lq_features: f^LQ from :class:`~unildiff.models.lq_encoder.LQEncoder`, (B, C_lq, h, w), its
+                scales stacked on the channel axis (``daff.lq_scales``).
             encoder_hidden_states: Prompt embeddings c, (B, L, D) (see ``encode_prompt``).
             text_embeds: Pooled prompt embeddings, (B, Dp).
             time_ids: SDXL micro-conditioning, (B, 6) (see ``make_time_ids``).

@@ -362,8 +362,8 @@ def stage_modules(
     with torch.device(device):
         unet = cast(UNet2DConditionModel(**unet_config))
         vae = cast(AutoencoderKL(**vae_config))
-        lq_encoder = cast(LQEncoder.from_vae(vae))
-        daff = cast(DAFF.from_unet(unet, daff_config, lq_encoder.out_channels))
+        lq_encoder = cast(LQEncoder.from_vae(vae, num_scales=daff_config.lq_scales))
+        daff = cast(DAFF.from_unet(unet, daff_config, lq_encoder.scale_channels))
         decoder = cast(DAEMDecoder.from_vae(vae, daem_config))
     denoiser = UniLDiffDenoiser(unet, daff)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
