@@ -185,8 +185,8 @@ def render_model_card(
     if seeds and seeds.get("runs"):
         seeds_line = (
             f"\nThe last column is the seed report `reports/seeds.json`: the restored PSNR's mean ± std over "
-            f"{len(seeds['runs'])} training seeds of the default configuration, each retrained end to end "
-            "(after changing params, rebuild it with `unildiff seed-report`).\n"
+            f"{len(seeds['runs'])} training seeds (`train.seed`: stages 1a-2 retrained on the same prior) of "
+            "the default configuration (after changing params, rebuild it with `unildiff seed-report`).\n"
         )
     return f"""{_front_matter(metrics, facts, names)}
 
