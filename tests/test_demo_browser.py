@@ -429,6 +429,18 @@ def _listening_addresses(pid: int) -> list[str]:
     return found
 
 
+def test_api_sends_a_free_text_prompt_instead_of_the_tasks(demo, tmp_path):
+    from gradio_client import Client, handle_file
+
+    lq_path, _ = _example(demo.prepared)
+    client = Client(demo.url, verbose=False, download_files=str(tmp_path / "api"))
+    text = "remove the rain streaks from this photo"
+    *_, summary = client.predict(
+        image=handle_file(str(lq_path)), task=TASK, prompt_text=text, seed=5, api_name="/restore"
+    )
+    assert f'prompt "{text}"' in summary and "seed 5" in summary
+
+
 def test_the_server_listens_on_loopback_only(demo):
     addresses = _listening_addresses(demo.process.pid)
     port = demo.url.rstrip("/").rsplit(":", 1)[1]

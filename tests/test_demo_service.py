@@ -136,3 +136,15 @@ def test_examples_are_one_test_crop_per_task(tmp_path: Path):
         ("denoise_25", "3.png", "3.png"),
     ]
     assert example_crops(tmp_path / "absent", TASKS) == []
+
+
+def test_free_text_replaces_the_task_prompt_and_blank_text_keeps_it(tmp_path: Path):
+    source = tmp_path / "photo.png"
+    cv2.imwrite(str(source), np.full((8, 8, 3), 128, np.uint8))
+    pipe = BlurPipe()
+    settings = Settings.recorded(pipe.sampling)
+    text = "remove the rain streaks from this street photo"
+    result = restore_upload(pipe, source, BLIND, settings, tmp_path / "a", 1 << 20, prompt_text=f"  {text} ")
+    assert pipe.calls[-1]["prompt"] == text and f'"{text}"' in result.summary
+    restore_upload(pipe, source, "derain", settings, tmp_path / "b", 1 << 20, prompt_text="   ")
+    assert pipe.calls[-1]["prompt"] == "remove rain"

@@ -55,9 +55,9 @@ def _prune(folder: Path, seconds: float = KEEP_SECONDS) -> None:
             shutil.rmtree(request, ignore_errors=True)
 
 
-def _prompt_line(task: str, tasks: dict[str, str]) -> str:
+def _prompt_line(task: str, tasks: dict[str, str], prompt_text: str = "") -> str:
     try:
-        prompt = prompt_for(task, tasks)
+        prompt = prompt_text.strip() or prompt_for(task, tasks)
     except UniLDiffError as error:
         return f"error: {error}"
     return f'Prompt sent: "{prompt}"' if prompt else "Prompt sent: none (blind restoration)"
@@ -102,6 +102,7 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
         color_fix,
         detail_fix_radius,
         detail_fix_wide_radius,
+        prompt_text="",
         progress=gr.Progress(),  # noqa: B008 (Gradio's idiom: the default marks the progress tracker)
     ):
         if not image:
@@ -124,7 +125,9 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
             )
             _prune(output_dir)
             folder = Path(tempfile.mkdtemp(dir=output_dir))
-            result = restore_upload(pipe, image, task, settings, folder, max_pixels, callback)
+            result = restore_upload(
+                pipe, image, task, settings, folder, max_pixels, callback, prompt_text or ""
+            )
         except UniLDiffError as error:
             raise gr.Error(str(error), duration=ERROR_SECONDS, print_exception=False) from None
         return (result.before, result.after), result.after, str(result.download), result.summary
@@ -146,6 +149,11 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
                 info = gr.Markdown(elem_id="info")
                 task = gr.Dropdown(
                     choices=task_choices(tasks), value=first_task, label="Task", elem_id="task"
+                )
+                prompt_text = gr.Textbox(
+                    label="Prompt (optional free text: replaces the task's prompt)",
+                    placeholder="e.g. remove the rain streaks from this street photo",
+                    elem_id="prompt_text",
                 )
                 prompt = gr.Markdown(_prompt_line(first_task, tasks), elem_id="prompt")
                 button = gr.Button("Restore", variant="primary", elem_id="restore")
@@ -190,13 +198,14 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
             api_visibility="private",
             show_progress="hidden",
         )
-        task.change(
-            lambda name: _prompt_line(name, tasks),
-            inputs=task,
-            outputs=prompt,
-            api_visibility="private",
-            show_progress="hidden",
-        )
+        for source in (task, prompt_text):
+            source.change(
+                lambda name, text: _prompt_line(name, tasks, text),
+                inputs=[task, prompt_text],
+                outputs=prompt,
+                api_visibility="private",
+                show_progress="hidden",
+            )
         settings = [
             steps,
             cfg,
@@ -210,7 +219,7 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
         ]
         button.click(
             restore,
-            inputs=[image, task, *settings],
+            inputs=[image, task, *settings, prompt_text],
             outputs=[slider, restored, download, summary],
             api_name="restore",
             api_description="Restore an image: (before, after), the restored image, the PNG, a summary.",

@@ -155,6 +155,7 @@ def restore_upload(
     output_dir: Path,
     max_pixels: int,
     callback: Callback | None = None,
+    prompt_text: str = "",
 ) -> Restoration:
     """Restore the uploaded file ``path`` with ``pipe`` and write ``<stem>_restored.png`` in ``output_dir``.
 
@@ -166,11 +167,13 @@ def restore_upload(
         output_dir: where the download is written (atomically).
         max_pixels: larger images are refused, as ``unildiff restore --max-pixels`` does.
         callback: ``callback(done, total, description)`` after every graph call (the progress bar).
+        prompt_text: free text sent as the prompt instead of ``task``'s (a description of the image, or
+            a task phrased otherwise); empty or blank keeps ``task``'s.
 
     Raises:
         UniLDiffError: bad file, unknown task, or a setting the model refuses (one line each).
     """
-    prompt = prompt_for(task, pipe.tasks)
+    prompt = prompt_text.strip() or prompt_for(task, pipe.tasks)
     image = load_upload(path, max_pixels)
     started = time.perf_counter()
     # no generator: the pipeline seeds the start noise with settings.seed, as `unildiff restore` does
