@@ -54,8 +54,8 @@ cache = ShardedLatentCache("models/cache/latents")
 
 def stage1b():
     prior = load_prior("models/prior")
-    lq_encoder = LQEncoder.from_vae(prior.vae)
     daff = DAFF.from_pretrained("models/stage1a/daff", use_safetensors=True)
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff.config.lq_scales)  # as stage 1b does
     for module in (prior.vae, prior.text_encoder, prior.text_encoder_2):
         module.requires_grad_(False).eval()
     for module in (lq_encoder, daff, prior.unet):

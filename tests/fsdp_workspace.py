@@ -80,8 +80,9 @@ def write_upstream_outputs(root: Path, seed: int = 0) -> None:
 
     prior = load_prior(root / "models" / "prior")
     daff_config = load_section("daff", DAFFConfig, read_params(root / "params.yaml"))
-    lq_encoder = LQEncoder.from_vae(prior.vae)
-    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.out_channels, seed=seed)
+    # as stage 1a builds them (stages/stage1a.py): one f^LQ scale per daff.lq_scales
+    lq_encoder = LQEncoder.from_vae(prior.vae, num_scales=daff_config.lq_scales)
+    daff = DAFF.from_unet(prior.unet, daff_config, lq_encoder.scale_channels, seed=seed)
     daff.save_pretrained(root / "models" / "stage1a" / "daff", safe_serialization=True)
     for name, module in (("lq_encoder", lq_encoder), ("daff", daff), ("unet", prior.unet)):
         module.save_pretrained(root / "models" / "stage1b" / name, safe_serialization=True)
