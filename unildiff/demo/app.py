@@ -151,6 +151,7 @@ def build_demo(pipe: Any, examples: list[Example], max_pixels: int, output_dir: 
                     choices=task_choices(tasks), value=first_task, label="Task", elem_id="task"
                 )
                 prompt_text = gr.Textbox(
+                    value="",  # an initial value makes `prompt_text` optional for gradio_client
                     label="Prompt (optional free text: replaces the task's prompt)",
                     placeholder="e.g. remove the rain streaks from this street photo",
                     elem_id="prompt_text",
